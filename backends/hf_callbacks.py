@@ -1,0 +1,42 @@
+"""Trainer callback that writes unifier's common metrics.jsonl (imported only while training)."""
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+from transformers import TrainerCallback
+
+
+class MetricsCallback(TrainerCallback):
+    """One line per logging step in the schema every backend shares (see unifier.metrics)."""
+
+    def __init__(self, path: str | Path):
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.path.write_text("")
+        self._last_time = None
+        self._last_step = 0
+
+    def on_train_begin(self, args, state, control, **kwargs):
+        self._last_time = time.perf_counter()
+
+    def on_log(self, args, state, control, logs=None, **kwargs):
+        from unifier.metrics import metrics_record
+
+        logs = logs or {}
+        if "loss" not in logs and "eval_loss" not in logs:
+            return
+        now = time.perf_counter()
+        steps = max(state.global_step - self._last_step, 1)
+        step_time = (now - self._last_time) / steps if self._last_time and "loss" in logs else None
+        record = metrics_record(
+            step=state.global_step, epoch=state.epoch, loss=logs.get("loss"), learning_rate=logs.get("learning_rate"),
+            grad_norm=logs.get("grad_norm"), tokens_seen=getattr(state, "num_input_tokens_seen", None) or None,
+            step_time=step_time, eval_loss=logs.get("eval_loss"),
+            extra={k: v for k, v in logs.items() if k.startswith("rewards/")},
+        )
+        if "loss" in logs:
+            self._last_time, self._last_step = now, state.global_step
+        with self.path.open("a", encoding="utf-8") as handle:
+            handle.write(json.dumps(record) + "\n")

@@ -1,0 +1,170 @@
+"""The `unify` command line. Heavy libraries are imported only by the backend that runs."""
+from __future__ import annotations
+
+import functools
+import json
+import sys
+from pathlib import Path
+from typing import Optional
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from .errors import TrainingFailed, UserError
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
+                  help="One fine-tuning recipe, three backends (peft, swift, unsloth).")
+out = Console()
+err = Console(stderr=True)
+
+RecipeArg = typer.Argument(..., help="Recipe YAML file.", show_default=False)
+BackendOpt = typer.Option(None, "--backend", "-b", help="peft | swift | unsloth | auto (default: the recipe's backend).")
+SetOpt = typer.Option(None, "--set", "-s", help="Override a recipe value: --set training.learning_rate=1e-4 (repeatable).")
+
+
+def user_errors(func):
+    """Turn user mistakes into a message and exit code 2, training failures into exit code 1."""
+
+    @functools.wraps(func)
+    def wrapper(*args, **kwargs):
+        try:
+            return func(*args, **kwargs)
+        except UserError as exc:
+            err.print(f"[bold red]error:[/] {exc.message}", highlight=False, markup=True, soft_wrap=True)
+            if exc.hint:
+                err.print(f"  [yellow]hint:[/] {exc.hint}", highlight=False, soft_wrap=True)
+            raise typer.Exit(2) from None
+        except TrainingFailed as exc:
+            err.print(f"[bold red]training failed:[/] {exc}", highlight=False, soft_wrap=True)
+            raise typer.Exit(1) from None
+
+    return wrapper
+
+
+def _load(recipe: Path, overrides: Optional[list[str]]):
+    from .spec import load_spec
+
+    return load_spec(recipe, overrides or [])
+
+
+@app.command()
+@user_errors
+def run(recipe: Path = RecipeArg, backend: Optional[str] = BackendOpt, set_: Optional[list[str]] = SetOpt):
+    """Train: check the recipe, normalize the data, run the backend, write the run folder."""
+    from .core import run as run_job
+
+    spec = _load(recipe, set_)
+    outcome = run_job(spec, backend, recipe=str(recipe))
+    losses = outcome.losses
+    summary = f"{len(losses)} logged steps" + (f", loss {losses[0]:.4f} -> {losses[-1]:.4f}" if losses else "")
+    out.print(f"[green]completed[/] with {outcome.backend}: {summary}")
+    out.print(f"run folder: {outcome.run_dir}")
+
+
+@app.command()
+@user_errors
+def validate(recipe: Path = RecipeArg, backend: Optional[str] = BackendOpt, set_: Optional[list[str]] = SetOpt):
+    """Check the recipe and its local data files (no torch import, nothing written)."""
+    from .data import prepare_data
+
+    spec = _load(recipe, set_)
+    data = prepare_data(spec, read_hub=False)
+    if backend or spec.backend != "auto":
+        from .core import checked_backend
+
+        chosen = checked_backend(spec, backend).name
+    else:
+        chosen = "auto"
+    out.print(f"[green]valid[/]: {recipe}")
+    out.print(f"  model: {spec.model.name_or_path} ({spec.adapter.type}, {spec.training.method})")
+    out.print(f"  data: {len(data.train)} train rows, {len(data.eval)} eval rows, {data.kind} ({', '.join(data.formats) or '-'})")
+    for skipped in data.skipped_sources:
+        out.print(f"  [yellow]not read[/] (hub dataset, checked when the job runs): {skipped}")
+    out.print(f"  backend: {chosen}")
+
+
+@app.command()
+@user_errors
+def plan(recipe: Path = RecipeArg, backend: Optional[str] = BackendOpt, set_: Optional[list[str]] = SetOpt,
+         as_json: bool = typer.Option(False, "--json", help="Print the plan's arguments as JSON instead of the script.")):
+    """Print the exact native script or command a backend would run (nothing is run or written)."""
+    from .core import plan as make_plan
+
+    spec = _load(recipe, set_)
+    the_plan = make_plan(spec, backend)
+    if as_json:
+        sys.stdout.write(json.dumps(the_plan.to_json(), indent=2, default=str) + "\n")
+    else:
+        sys.stdout.write(the_plan.render().rstrip("\n") + "\n")
+
+
+@app.command()
+def schema():
+    """Print the recipe's JSON schema (every field with its description)."""
+    from .spec import JobSpec
+
+    sys.stdout.write(json.dumps(JobSpec.model_json_schema(), indent=2) + "\n")
+
+
+@app.command()
+def backends():
+    """Which backends are installed here, and what each supports."""
+    from .backends import all_backends
+    from .backends.base import missing_packages
+
+    table = Table(title="unifier backends")
+    table.add_column("backend", style="bold")
+    table.add_column("available")
+    for row in ("adapters", "quantization", "methods", "distributed", "dora / rslora", "packing"):
+        table.add_column(row)
+    for backend in all_backends():
+        missing = missing_packages(backend.requires)
+        status = "[green]yes[/]" if not missing else f"[red]no[/] (pip install 'unifier[{backend.pip_extra}]')"
+        table.add_row(backend.name, status, *backend.capabilities.as_rows().values())
+    out.print(table)
+    for backend in all_backends():
+        out.print(f"[bold]{backend.name}[/]: {backend.description}")
+        for note in backend.capabilities.notes:
+            out.print(f"  - {note}")
+
+
+@app.command()
+@user_errors
+def init(path: Path = typer.Argument(Path("recipe.yaml"), help="Where to write the starter recipe."),
+         force: bool = typer.Option(False, "--force", help="Overwrite an existing file.")):
+    """Write a starter recipe (LoRA SFT on the built-in tiny model and data) to edit."""
+    from .tiny import ASSETS
+
+    if path.exists() and not force:
+        raise UserError(f"{path}: already exists", hint="pass --force to overwrite, or give another path")
+    path.write_text((ASSETS / "starter_recipe.yaml").read_text(encoding="utf-8"), encoding="utf-8")
+    out.print(f"wrote {path}; check it with `unify validate {path}`")
+
+
+@app.command()
+@user_errors
+def demo(backend: str = typer.Option("peft", "--backend", "-b", help="Backend to run the demo with."),
+         output: Path = typer.Option(Path("runs/demo"), "--output", "-o", help="Run folder (overwritten).")):
+    """Build the tiny local model, fine-tune it with LoRA on CPU, show the loss falling and a generation."""
+    from .demo import run_demo
+
+    run_demo(backend, output, out)
+
+
+@app.command()
+@user_errors
+def compare(recipe: Optional[Path] = typer.Argument(None, help="Recipe to run on each backend."),
+            backends_: str = typer.Option("peft,swift,unsloth", "--backends", help="Comma-separated backends."),
+            runs: Optional[list[Path]] = typer.Option(None, "--runs", help="Compare existing run folders instead."),
+            output: Path = typer.Option(Path("runs/compare"), "--output", "-o", help="Where compare.json/png go."),
+            set_: Optional[list[str]] = SetOpt):
+    """Run one recipe on several backends (each in its own process) and compare them step by step."""
+    from .compare import compare_command
+
+    code = compare_command(recipe, backends_, runs, output, set_ or [], out)
+    raise typer.Exit(code)
+
+
+def main():  # pragma: no cover
+    app()

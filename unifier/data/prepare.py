@@ -1,0 +1,115 @@
+"""Normalize every source once into canonical JSONL; every backend trains on those files."""
+from __future__ import annotations
+
+import json
+import random
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from ..errors import UserError
+from ..spec import DataSource, JobSpec
+from .formats import KIND_OF_FORMAT, RowError, detect_format, to_canonical
+from .readers import is_local, read_rows
+
+KIND_FOR_METHOD = {"sft": ("chat", "text"), "dpo": ("preference",)}
+
+
+@dataclass
+class PreparedData:
+    kind: str  # chat | text | preference
+    train: list[dict]
+    eval: list[dict]
+    formats: list[str] = field(default_factory=list)
+    skipped_sources: list[str] = field(default_factory=list)  # hub sources not read (validate only)
+
+    def write(self, folder: Path) -> dict[str, str]:
+        folder.mkdir(parents=True, exist_ok=True)
+        paths = {"train": folder / "train.jsonl"}
+        if self.eval:
+            paths["eval"] = folder / "eval.jsonl"
+        for split, path in paths.items():
+            rows = self.train if split == "train" else self.eval
+            with path.open("w", encoding="utf-8") as handle:
+                for row in rows:
+                    handle.write(json.dumps(row, ensure_ascii=False) + "\n")
+        summary = {"kind": self.kind, "formats": self.formats, "train_rows": len(self.train), "eval_rows": len(self.eval)}
+        (folder / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+        return {k: str(v) for k, v in paths.items()}
+
+
+def prepare_data(spec: JobSpec, *, read_hub: bool = True, progress=None) -> PreparedData:
+    """Read, check and normalize all sources. Raises UserError naming file:row on the first bad row."""
+    data = spec.data
+    train, formats, skipped = [], [], []
+    kinds: set[str] = set()
+    for source in data.train:
+        if not read_hub and not is_local(source):
+            skipped.append(source.path)
+            continue
+        rows, fmt = _normalize_source(source, progress)
+        formats.append(fmt)
+        kinds.add(KIND_OF_FORMAT[fmt])
+        train.extend(rows)
+    eval_rows = []
+    for source in data.eval:
+        if not read_hub and not is_local(source):
+            skipped.append(source.path)
+            continue
+        rows, fmt = _normalize_source(source, progress)
+        kinds.add(KIND_OF_FORMAT[fmt])
+        eval_rows.extend(rows)
+    kind = _single_kind(kinds, spec)
+    if data.shuffle:
+        random.Random(data.seed).shuffle(train)
+    if data.eval_split and train:
+        held_out = max(1, round(len(train) * data.eval_split))
+        if held_out >= len(train):
+            raise UserError(f"data.eval_split {data.eval_split} leaves no training rows out of {len(train)}")
+        train, eval_rows = train[:-held_out], train[-held_out:]
+    if not train and not skipped:
+        raise UserError("data.train: the sources hold no rows")
+    return PreparedData(kind=kind, train=train, eval=eval_rows, formats=formats, skipped_sources=skipped)
+
+
+def _normalize_source(source: DataSource, progress=None) -> tuple[list[dict], str]:
+    fmt = None if source.format == "auto" else source.format
+    rows = []
+    for location, raw in read_rows(source):
+        try:
+            row = _rename_columns(raw, source.columns)
+            if fmt is None:
+                fmt = detect_format(row)
+            rows.append(to_canonical(fmt, row, source.roles))
+        except RowError as exc:
+            hint = None if source.format != "auto" else f"the format was detected as '{fmt}'; set data.train[*].format to override"
+            raise UserError(f"{location}: {exc}", hint=hint if fmt else None) from None
+        if progress is not None:
+            progress()
+    if not rows:
+        raise UserError(f"{source.path}: no rows")
+    return rows, fmt
+
+
+def _rename_columns(row: dict, columns: dict[str, str]) -> dict:
+    if not columns:
+        return row
+    renamed = dict(row)
+    for canonical, own in columns.items():
+        if own not in row:
+            raise RowError(f"column '{own}' (mapped to '{canonical}' in columns) is missing; the row has {sorted(row)}")
+        renamed[canonical] = renamed.pop(own)
+    return renamed
+
+
+def _single_kind(kinds: set[str], spec: JobSpec) -> str:
+    method = spec.training.method
+    allowed = KIND_FOR_METHOD[method]
+    if len(kinds) > 1:
+        raise UserError(f"data: sources mix {' and '.join(sorted(kinds))} rows; one job trains on one kind",
+                        hint="split them into separate jobs, or convert the text rows to chat")
+    kind = next(iter(kinds), allowed[0])
+    if kind not in allowed:
+        expected = " or ".join(allowed)
+        raise UserError(f"training.method '{method}' needs {expected} data, but the sources hold {kind} rows",
+                        hint="use preference pairs (prompt/chosen/rejected) for dpo" if method == "dpo" else "use chat or text rows for sft")
+    return kind

@@ -1,0 +1,55 @@
+"""The whole job spec: what a recipe file contains."""
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import Field, field_validator, model_validator
+
+from .adapter import AdapterSpec
+from .base import Section
+from .compute import ComputeSpec
+from .data import DataSpec
+from .model import ModelSpec
+from .output import OutputSpec
+from .quantization import QuantizationSpec
+from .training import TrainingSpec
+
+BACKEND_NAMES = ("peft", "swift", "unsloth")
+BackendChoice = Literal["auto", "peft", "swift", "unsloth"]
+
+
+class JobSpec(Section):
+    """One fine-tuning job, independent of the backend that runs it."""
+
+    name: str = Field("run", pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$", description="Run name (used in output.dir).")
+    model: ModelSpec = Field(description="Base model.")
+    adapter: AdapterSpec = Field(default_factory=AdapterSpec, description="What is trained.")
+    quantization: QuantizationSpec = Field(default_factory=QuantizationSpec, description="Storage of frozen weights.")
+    data: DataSpec = Field(description="Training and evaluation data.")
+    training: TrainingSpec = Field(default_factory=TrainingSpec, description="Optimisation settings.")
+    compute: ComputeSpec = Field(default_factory=ComputeSpec, description="Devices and processes.")
+    output: OutputSpec = Field(default_factory=OutputSpec, description="Run folder.")
+    backend: BackendChoice = Field("auto", description="Backend that runs the job; 'auto' picks the first available that supports it.")
+    backend_options: dict[str, dict[str, Any]] = Field(
+        default_factory=dict,
+        description="Escape hatch: per-backend raw native arguments, passed through verbatim and recorded "
+        "(e.g. {swift: {template: qwen3}, peft: {sft_config: {report_to: [tensorboard]}}}).",
+    )
+
+    @field_validator("backend_options")
+    @classmethod
+    def _known_backends(cls, value: dict) -> dict:
+        for key in value:
+            if key not in BACKEND_NAMES:
+                raise ValueError(f"unknown backend '{key}'; expected one of {', '.join(BACKEND_NAMES)}")
+        return value
+
+    @model_validator(mode="after")
+    def _cross_section_rules(self):
+        self.adapter.check_with(self.quantization)
+        if self.training.eval_steps and not (self.data.eval or self.data.eval_split):
+            raise ValueError("training.eval_steps needs evaluation data: set data.eval or data.eval_split")
+        return self
+
+    def options_for(self, backend: str) -> dict[str, Any]:
+        return dict(self.backend_options.get(backend, {}))

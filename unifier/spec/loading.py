@@ -1,0 +1,106 @@
+"""Recipe loading: YAML (safe_load), `--set key=value` overrides, readable validation errors."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import ValidationError
+
+from ..errors import UserError
+from .job import JobSpec
+
+DATA_FILE_SUFFIXES = (".json", ".jsonl", ".csv", ".parquet")
+
+
+def load_spec(path: str | Path, overrides: list[str] | None = None) -> JobSpec:
+    """Read a recipe file, apply overrides, validate. Relative paths resolve against the recipe's folder."""
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(f"{path}: recipe file not found", hint="check the path, or write one with `unify init`")
+    try:
+        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f"{path}:{mark.line + 1}" if mark else str(path)
+        raise UserError(f"{where}: not valid YAML: {getattr(exc, 'problem', exc)}") from None
+    if raw is None:
+        raw = {}
+    if not isinstance(raw, dict):
+        raise UserError(f"{path}: expected a mapping of sections (model:, data:, ...), got {type(raw).__name__}")
+    raw = apply_overrides(raw, overrides or [])
+    return spec_from_dict(raw, source=str(path), base_dir=path.parent)
+
+
+def spec_from_dict(raw: dict[str, Any], *, source: str = "<spec>", base_dir: str | Path | None = None) -> JobSpec:
+    try:
+        spec = JobSpec.model_validate(raw)
+    except ValidationError as exc:
+        raise UserError(format_validation_error(exc, source)) from None
+    if base_dir is not None:
+        _resolve_relative_paths(spec, Path(base_dir))
+    return spec
+
+
+def apply_overrides(raw: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
+    """Apply `a.b.c=value` strings; the value is parsed as YAML (so 1e-4, true, [a, b] work)."""
+    result = _deep_copy(raw)
+    for item in overrides:
+        if "=" not in item:
+            raise UserError(f"--set {item!r}: expected KEY=VALUE, e.g. --set training.learning_rate=1e-4")
+        key, _, text = item.partition("=")
+        parts = [p for p in key.strip().split(".") if p]
+        if not parts:
+            raise UserError(f"--set {item!r}: empty key")
+        try:
+            value = yaml.safe_load(text) if text.strip() else ""
+        except yaml.YAMLError:
+            value = text
+        node = result
+        for depth, part in enumerate(parts[:-1]):
+            child = node.get(part)
+            if child is None:
+                child = node[part] = {}
+            if not isinstance(child, dict):
+                raise UserError(f"--set {item!r}: '{'.'.join(parts[:depth + 1])}' is a value, not a section")
+            node = child
+        node[parts[-1]] = value
+    return result
+
+
+def format_validation_error(exc: ValidationError, source: str) -> str:
+    lines = [f"{source}: the recipe is not valid ({exc.error_count()} problem{'s' if exc.error_count() > 1 else ''}):"]
+    for err in exc.errors():
+        loc = ".".join(str(p) for p in err["loc"]) or "(top level)"
+        msg = err["msg"].removeprefix("Value error, ")
+        if err["type"] == "missing":
+            msg = "required, but missing"
+        elif "input" in err and err["type"] not in ("value_error",) and not isinstance(err["input"], dict):
+            msg += f" (got {err['input']!r})"
+        lines.append(f"  {loc}: {msg}")
+    return "\n".join(lines)
+
+
+def _resolve_relative_paths(spec: JobSpec, base: Path) -> None:
+    for source in [*spec.data.train, *spec.data.eval]:
+        if source.path.startswith("builtin:") or Path(source.path).is_absolute():
+            continue
+        candidate = base / source.path
+        if candidate.exists() or source.path.lower().endswith(DATA_FILE_SUFFIXES):
+            source.path = str(candidate.resolve())
+    name = spec.model.name_or_path
+    if not name.startswith("builtin:") and not Path(name).is_absolute():
+        candidate = base / name
+        if candidate.exists() or name.startswith(("./", "../")):
+            spec.model.name_or_path = str(candidate.resolve())
+    template = spec.model.chat_template
+    if template.endswith(".jinja") and not Path(template).is_absolute():
+        spec.model.chat_template = str((base / template).resolve())
+
+
+def _deep_copy(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {k: _deep_copy(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_deep_copy(v) for v in value]
+    return value

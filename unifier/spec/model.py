@@ -1,0 +1,27 @@
+"""`model:` which base model to load and how."""
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field
+
+from .base import Section
+
+Dtype = Literal["float32", "bfloat16", "float16"]
+
+
+class ModelSpec(Section):
+    name_or_path: str = Field(
+        description="Hub name (e.g. Qwen/Qwen3-8B), a local folder, or 'builtin:tiny-qwen2' for the "
+        "tiny model unifier builds locally (no download)."
+    )
+    revision: str | None = Field(None, description="Hub revision (branch, tag or commit) to load.")
+    dtype: Dtype = Field("bfloat16", description="Dtype for the weights that are not quantized, and for training precision.")
+    max_seq_length: int = Field(2048, gt=0, description="Samples are truncated to this many tokens.")
+    trust_remote_code: bool = Field(False, description="Allow the model repository's own Python code to run.")
+    chat_template: str = Field(
+        "chatml",
+        description="'chatml' (unifier's ChatML template with assistant-turn masking, identical on every "
+        "backend), 'tokenizer' (the tokenizer's own template; it must mark assistant turns), or a path to a "
+        ".jinja file.",
+    )

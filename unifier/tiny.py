@@ -1,0 +1,98 @@
+"""The embedded default: a tiny Qwen2-architecture model built locally (no download).
+
+A byte-level BPE tokenizer is trained on the bundled chat data, a 2-layer Qwen2 is initialised from a
+fixed seed, and both are saved as an ordinary Hugging Face folder that every backend loads like any
+other local model. The same builder is the test fixture.
+"""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+TINY_MODEL_REF = "builtin:tiny-qwen2"
+TINY_VERSION = "1"  # bump when the recipe below changes, so cached folders are rebuilt
+SPECIAL_TOKENS = ["<|endoftext|>", "<|im_start|>", "<|im_end|>"]
+# hidden 128 with 2 KV heads of 32 keeps every linear layer >= 64 wide (bitsandbytes' CPU 4-bit packing needs that)
+TINY_CONFIG = dict(hidden_size=128, intermediate_size=256, num_hidden_layers=2, num_attention_heads=4,
+                   num_key_value_heads=2, max_position_embeddings=1024, rope_theta=10000.0,
+                   tie_word_embeddings=False, rms_norm_eps=1e-6)
+ASSETS = Path(__file__).resolve().parent / "assets"
+
+
+def cache_root() -> Path:
+    return Path(os.environ.get("UNIFIER_CACHE", Path.home() / ".cache" / "unifier"))
+
+
+def tiny_model_dir() -> Path:
+    return cache_root() / f"tiny-qwen2-v{TINY_VERSION}"
+
+
+def resolve_model_ref(name: str) -> str:
+    """Map 'builtin:tiny-qwen2' to its local folder (a pure function: nothing is built here)."""
+    if name == TINY_MODEL_REF:
+        return str(tiny_model_dir())
+    return name
+
+
+def chatml_template() -> str:
+    return (ASSETS / "chatml.jinja").read_text(encoding="utf-8")
+
+
+def ensure_tiny_model(target: Path | None = None) -> Path:
+    """Build the tiny model once; later calls reuse the folder. Safe against concurrent builders."""
+    target = Path(target or tiny_model_dir())
+    if (target / "model.safetensors").is_file():
+        return target
+    target.parent.mkdir(parents=True, exist_ok=True)
+    scratch = Path(tempfile.mkdtemp(prefix=".building-", dir=target.parent))
+    try:
+        _build(scratch)
+        try:
+            scratch.rename(target)
+        except OSError:  # another process finished first
+            if not (target / "model.safetensors").is_file():
+                raise
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+    return target
+
+
+def _training_texts() -> list[str]:
+    texts = []
+    for name in ("tiny_chat.jsonl", "tiny_preference.jsonl"):
+        for line in (ASSETS / name).read_text(encoding="utf-8").splitlines():
+            row = json.loads(line)
+            for key in ("messages", "prompt", "chosen", "rejected"):
+                texts += [m["content"] for m in row.get(key, [])]
+    texts += ["system\n", "user\n", "assistant\n", "You are a helpful assistant.", "Hello! How can I help you today?"]
+    return texts
+
+
+def _build(folder: Path) -> None:
+    import torch
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from transformers import GenerationConfig, PreTrainedTokenizerFast, Qwen2Config, Qwen2ForCausalLM
+
+    bpe = Tokenizer(models.BPE())
+    bpe.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=True)
+    bpe.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(vocab_size=512, special_tokens=SPECIAL_TOKENS, show_progress=False,
+                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
+    bpe.train_from_iterator(_training_texts(), trainer=trainer)
+    tokenizer = PreTrainedTokenizerFast(tokenizer_object=bpe, eos_token="<|im_end|>", pad_token="<|endoftext|>",
+                                        model_max_length=TINY_CONFIG["max_position_embeddings"])
+    tokenizer.chat_template = chatml_template()
+    tokenizer.save_pretrained(folder)
+
+    torch.manual_seed(0)
+    config = Qwen2Config(vocab_size=len(tokenizer), bos_token_id=None,
+                         eos_token_id=tokenizer.convert_tokens_to_ids("<|im_end|>"),
+                         pad_token_id=tokenizer.pad_token_id, dtype="float32", **TINY_CONFIG)
+    model = Qwen2ForCausalLM(config)
+    model.generation_config = GenerationConfig(eos_token_id=config.eos_token_id, pad_token_id=config.pad_token_id,
+                                               do_sample=False, max_new_tokens=32)
+    model.save_pretrained(folder, safe_serialization=True)
+    (folder / "UNIFIER_TINY_MODEL").write_text(f"built by unifier.tiny v{TINY_VERSION}\n")
