@@ -1,0 +1,291 @@
+"""The ms-swift backend: one recipe becomes a `swift sft` / `swift rlhf` command.
+
+Every hyperparameter is passed explicitly: ms-swift's own defaults (weight decay 0.1, beta2 0.95,
+cosine schedule, LoRA alpha 32 / dropout 0.05, automatic gradient accumulation, fp16 on float32
+models, its own shuffling, versioned output folders) never reach a unifier run.
+"""
+from __future__ import annotations
+
+import json
+import os
+import shlex
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+from unifier.errors import UserError
+from unifier.spec import JobSpec
+from unifier.tiny import resolve_model_ref
+
+from . import hf_args
+from .base import Capabilities, Plan, RunResult, capability_problems, missing_packages
+
+PLUGIN = Path(__file__).with_name("swift_plugin.py")
+# config.json model_type -> ms-swift --model_type, for local folders (hub names are resolved by ms-swift itself)
+SWIFT_MODEL_TYPES = {"qwen2": "qwen2", "qwen3": "qwen3", "qwen2_moe": "qwen2_moe", "qwen3_moe": "qwen3_moe",
+                     "llama": "llama", "mistral": "mistral", "gemma2": "gemma2", "gemma3_text": "gemma3_text",
+                     "phi3": "phi3", "glm4": "glm4"}
+STRATEGY_ARGS = {"zero2": ["--deepspeed", "zero2"], "zero2_offload": ["--deepspeed", "zero2_offload"],
+                 "zero3": ["--deepspeed", "zero3"], "zero3_offload": ["--deepspeed", "zero3_offload"],
+                 "fsdp2": ["--fsdp", "fsdp2"], "ddp": []}
+TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "chat_template.jinja",
+                   "vocab.json", "merges.txt", "tokenizer.model", "added_tokens.json")
+
+
+def _flag(value: bool) -> str:
+    return "true" if value else "false"
+
+
+class SwiftBackend:
+    name = "swift"
+    description = "ms-swift 4.x (swift sft / swift rlhf): torchrun, DeepSpeed ZeRO-2/3, FSDP2, multi-node"
+    requires = ("torch", "transformers", "peft", "trl", "swift")
+    pip_extra = "swift"
+    capabilities = Capabilities(
+        strategies=("ddp", "zero2", "zero2_offload", "zero3", "zero3_offload", "fsdp2"), multi_node=True,
+        notes=("packing needs flash-attention (GPU); on CPU it is refused",
+               "multi-process CPU runs use --use_cpu true (gloo DDP) and are checked for identical rank weights"),
+    )
+
+    def check(self, spec: JobSpec) -> list[str]:
+        problems = capability_problems(spec, self.capabilities, self.name)
+        if spec.data.packing and hf_args.device_is_cpu(spec):
+            problems.append("data.packing with ms-swift needs flash-attention on a GPU; set data.packing: false on CPU")
+        if spec.model.chat_template not in ("chatml",) and "template" not in spec.options_for(self.name):
+            problems.append(f"model.chat_template '{spec.model.chat_template}': tell ms-swift which template matches "
+                            "with backend_options.swift.template (e.g. qwen3), or use chat_template: chatml")
+        if spec.compute.strategy != "ddp" and hf_args.device_is_cpu(spec) and spec.compute.world_size > 1:
+            problems.append(f"compute.strategy '{spec.compute.strategy}' needs GPUs; on CPU use ddp")
+        if spec.compute.strategy.startswith("zero") and spec.compute.world_size > 1:
+            problems += [f"missing package: {m} (pip install deepspeed)" for m in missing_packages(("deepspeed",))]
+        missing = missing_packages(self.requires)
+        if missing:
+            problems.append(f"missing packages: {', '.join(missing)} (pip install 'unifier[swift]')")
+        try:
+            self._model_type(spec)
+        except UserError as exc:
+            problems.append(exc.message)
+        return problems
+
+    # ---- translation (pure) ----
+    def _model_type(self, spec: JobSpec) -> str | None:
+        options = spec.options_for(self.name)
+        if "model_type" in options:
+            return str(options["model_type"])
+        model = resolve_model_ref(spec.model.name_or_path)
+        config = Path(model) / "config.json"
+        if spec.model.name_or_path.startswith("builtin:"):
+            return "qwen2"
+        if not Path(model).is_dir():
+            return None  # a hub name: ms-swift looks it up in its own registry
+        if not config.is_file():
+            raise UserError(f"{config}: missing; ms-swift needs it to pick --model_type")
+        model_type = json.loads(config.read_text()).get("model_type")
+        if model_type not in SWIFT_MODEL_TYPES:
+            raise UserError(f"{config}: model_type '{model_type}' has no known ms-swift model_type; set "
+                            "backend_options.swift.model_type")
+        return SWIFT_MODEL_TYPES[model_type]
+
+    def environment(self, spec: JobSpec) -> dict[str, str]:
+        c = spec.compute
+        env = {}
+        if c.world_size > 1:
+            env.update(NPROC_PER_NODE=str(c.nproc_per_node), NNODES=str(c.nnodes), NODE_RANK=str(c.node_rank),
+                       MASTER_ADDR=c.master_addr, MASTER_PORT=str(c.master_port))
+        model = resolve_model_ref(spec.model.name_or_path)
+        if Path(model).is_dir() or spec.model.name_or_path.startswith("builtin:"):
+            env["HF_HUB_OFFLINE"] = "1"  # a local folder: no hub lookups at all
+        return env
+
+    def arguments(self, spec: JobSpec, run_dir: str, data_kind: str = "chat") -> list[str]:
+        t, d, a, q, m = spec.training, spec.data, spec.adapter, spec.quantization, spec.model
+        paths = hf_args.run_paths(run_dir)
+        has_eval = bool(d.eval or d.eval_split)
+        args = ["--model", resolve_model_ref(m.name_or_path)]
+        model_type = self._model_type(spec)
+        if model_type:
+            args += ["--model_type", model_type]
+        if m.revision:
+            args += ["--model_revision", m.revision]
+        if m.chat_template == "chatml":
+            args += ["--template", "chatml", "--agent_template", "hermes"]
+        args += [
+            "--torch_dtype", m.dtype, "--fp16", _flag(m.dtype == "float16"), "--bf16", _flag(m.dtype == "bfloat16"),
+            "--tuner_type", "full" if a.type == "full" else "lora",
+            "--dataset", paths["train_file"], "--split_dataset_ratio", "0",
+            "--dataset_shuffle", "false", "--train_dataloader_shuffle", "false", "--data_seed", str(d.seed),
+            "--dataset_num_proc", "1", "--load_from_cache_file", "false",
+            "--max_length", str(m.max_seq_length), "--truncation_strategy", "right",
+            "--loss_scale", "default" if (data_kind == "chat" and d.assistant_only_loss) else "all",
+            "--packing", _flag(d.packing),
+            "--num_train_epochs", str(t.epochs), "--max_steps", str(t.max_steps or -1),
+            "--learning_rate", str(t.learning_rate), "--lr_scheduler_type", t.lr_scheduler,
+            "--warmup_steps", str(t.warmup_steps if t.warmup_steps else t.warmup_ratio),
+            "--weight_decay", str(t.weight_decay), "--optim", t.optimizer,
+            "--adam_beta1", str(t.adam_beta1), "--adam_beta2", str(t.adam_beta2), "--adam_epsilon", str(t.adam_epsilon),
+            "--max_grad_norm", str(t.max_grad_norm),
+            "--per_device_train_batch_size", str(t.per_device_batch_size),
+            "--per_device_eval_batch_size", str(t.per_device_batch_size),
+            "--gradient_accumulation_steps", str(t.gradient_accumulation_steps),
+            "--gradient_checkpointing", _flag(t.gradient_checkpointing),
+            "--seed", str(t.seed), "--logging_steps", str(t.logging_steps),
+            # a final checkpoint is always written (save_steps falls back to "only at the end")
+            "--save_strategy", "steps", "--save_steps", str(t.save_steps or 10**9), "--save_only_model", "true",
+            "--eval_strategy", "steps" if (has_eval and t.eval_steps) else "no",
+            "--output_dir", str(Path(paths["native_dir"]) / "swift"), "--add_version", "false",
+            "--check_model", "false", "--report_to", "none", "--dataloader_num_workers", "0",
+        ]
+        if has_eval:
+            args += ["--val_dataset", paths["eval_file"]]
+            if t.eval_steps:
+                args += ["--eval_steps", str(t.eval_steps)]
+        if a.type != "full":
+            args += ["--lora_rank", str(a.r), "--lora_alpha", str(a.alpha), "--lora_dropout", str(a.dropout),
+                     "--use_rslora", _flag(a.use_rslora), "--use_dora", _flag(a.use_dora), "--lora_bias", "none",
+                     "--target_modules", *([a.target_modules] if isinstance(a.target_modules, str) else a.target_modules)]
+        if a.modules_to_save:
+            args += ["--modules_to_save", *a.modules_to_save]
+        if q.bits is not None:
+            args += ["--quant_method", "bnb", "--quant_bits", str(q.bits)]
+            if q.bits == 4:
+                args += ["--bnb_4bit_quant_type", q.quant_type, "--bnb_4bit_use_double_quant", _flag(q.double_quant),
+                         "--bnb_4bit_compute_dtype", q.compute_dtype or m.dtype]
+        if m.trust_remote_code:
+            args += ["--model_kwargs", json.dumps({"trust_remote_code": True})]
+        if t.method == "dpo":
+            args += ["--rlhf_type", "dpo", "--beta", str(t.dpo.beta), "--loss_type", t.dpo.loss_type]
+        if hf_args.device_is_cpu(spec):
+            args += ["--use_cpu", "true"]
+        if spec.compute.world_size > 1:
+            args += STRATEGY_ARGS[spec.compute.strategy]
+            args += ["--external_plugins", str(PLUGIN), "--callbacks", "unifier_rank_check"]
+        return args + _option_args(spec.options_for(self.name))
+
+    def plan(self, spec: JobSpec, run_dir: str, data_kind: str = "chat") -> Plan:
+        subcommand = "rlhf" if spec.training.method == "dpo" else "sft"
+        argv = self.arguments(spec, run_dir, data_kind)
+        env = self.environment(spec)
+        return Plan(backend=self.name, run_dir=run_dir, kind="command",
+                    payload={"subcommand": subcommand, "argv": argv, "env": env},
+                    script=render_command(subcommand, argv, env))
+
+    # ---- running ----
+    def run(self, plan: Plan, spec: JobSpec) -> RunResult:
+        payload = plan.payload
+        native = Path(plan.run_dir) / "native" / "swift"
+        os.environ.update(payload["env"])
+        multi_process = spec.compute.world_size > 1
+        if multi_process:
+            self._run_subprocess(payload)
+        else:
+            self._run_in_process(payload)
+        run_dir = Path(plan.run_dir)
+        convert_logging(native / "logging.jsonl", run_dir / "metrics.jsonl")
+        checkpoint = last_checkpoint(native)
+        details = {"checkpoint": str(checkpoint), "process_mode": "subprocess (torchrun)" if multi_process else "in-process"}
+        copy_outputs(checkpoint, spec, run_dir)
+        if multi_process:
+            details["rank_check"] = verify_ranks(native, spec)
+        return RunResult(native_command=plan.script, backend_details=details)
+
+    def _run_in_process(self, payload: dict) -> None:
+        if payload["subcommand"] == "rlhf":
+            from swift import rlhf_main as entry
+        else:
+            from swift import sft_main as entry
+        entry(list(payload["argv"]))
+
+    def _run_subprocess(self, payload: dict) -> None:
+        swift = shutil.which("swift") or str(Path(sys.executable).with_name("swift"))
+        env = {**os.environ, **payload["env"]}
+        completed = subprocess.run([swift, payload["subcommand"], *payload["argv"]], env=env)
+        if completed.returncode != 0:
+            raise RuntimeError(f"swift {payload['subcommand']} exited with code {completed.returncode}")
+
+
+def _option_args(options: dict) -> list[str]:
+    """backend_options.swift: raw `--key value` pairs, verbatim (lists become repeated values)."""
+    args = []
+    for key, value in options.items():
+        if key in ("model_type",):
+            continue
+        values = value if isinstance(value, list) else [value]
+        rendered = [_flag(v) if isinstance(v, bool) else (json.dumps(v) if isinstance(v, dict) else str(v)) for v in values]
+        args += [f"--{key}", *rendered]
+    return args
+
+
+def render_command(subcommand: str, argv: list[str], env: dict[str, str]) -> str:
+    prefix = " ".join(f"{k}={shlex.quote(v)}" for k, v in env.items())
+    lines, index = [], 0
+    while index < len(argv):
+        item = argv[index]
+        values = []
+        index += 1
+        while index < len(argv) and not argv[index].startswith("--"):
+            values.append(argv[index])
+            index += 1
+        lines.append(" ".join(shlex.quote(p) for p in [item, *values]))
+    head = f"{prefix} swift {subcommand}".strip()
+    return " \\\n    ".join([head, *lines]) + "\n"
+
+
+def convert_logging(source: Path, target: Path) -> None:
+    """ms-swift's logging.jsonl -> unifier's metrics.jsonl."""
+    from unifier.metrics import metrics_record
+
+    records = []
+    if source.is_file():
+        for line in source.read_text(encoding="utf-8").splitlines():
+            row = json.loads(line)
+            if "loss" not in row and "eval_loss" not in row:
+                continue
+            step = int(str(row.get("global_step/max_steps", "0/0")).split("/")[0])
+            records.append(metrics_record(
+                step=step, epoch=row.get("epoch"), loss=row.get("loss"), learning_rate=row.get("learning_rate"),
+                grad_norm=row.get("grad_norm"), tokens_seen=row.get("num_input_tokens_seen"),
+                step_time=row.get("train_speed(s/it)") if "loss" in row else None,
+                eval_loss=row.get("eval_loss"), extra={k: v for k, v in row.items() if k.startswith("rewards/")}))
+    target.write_text("".join(json.dumps(r) + "\n" for r in records), encoding="utf-8")
+
+
+def last_checkpoint(native: Path) -> Path:
+    checkpoints = sorted(native.glob("checkpoint-*"), key=lambda p: int(p.name.rsplit("-", 1)[-1]))
+    if not checkpoints:
+        raise RuntimeError(f"ms-swift wrote no checkpoint under {native}")
+    return checkpoints[-1]
+
+
+def copy_outputs(checkpoint: Path, spec: JobSpec, run_dir: Path) -> None:
+    """The final checkpoint becomes adapter/ (or model/), with the tokenizer ms-swift does not save."""
+    target = run_dir / ("model" if spec.adapter.type == "full" else "adapter")
+    shutil.copytree(checkpoint, target, dirs_exist_ok=True, ignore=shutil.ignore_patterns("*.pt", "rng_state*", "global_step*"))
+    model_dir = Path(resolve_model_ref(spec.model.name_or_path))
+    if model_dir.is_dir():
+        for name in TOKENIZER_FILES:
+            if (model_dir / name).is_file() and not (target / name).exists():
+                shutil.copy2(model_dir / name, target / name)
+    template = hf_args.chat_template_file(spec)
+    if template:
+        shutil.copy2(template, target / "chat_template.jinja")
+
+
+def verify_ranks(native: Path, spec: JobSpec) -> dict:
+    """Prove the ranks trained one model together: every rank reports the same trainable-weight digest."""
+    records = [json.loads(p.read_text()) for p in sorted((native / "unifier_ranks").glob("rank*.json"))]
+    expected = spec.compute.nproc_per_node if spec.compute.nnodes == 1 else None
+    problems = []
+    if expected and len(records) != expected:
+        problems.append(f"{len(records)} of {expected} ranks reported")
+    if any(not r["distributed_initialized"] or r["world_size"] != spec.compute.world_size for r in records):
+        problems.append("a rank trained without torch.distributed at the full world size")
+    if len({r["trainable_digest"] for r in records}) > 1:
+        problems.append("the ranks ended with different weights (independent copies, not data-parallel training)")
+    if problems:
+        raise RuntimeError("multi-process ms-swift run was not data-parallel: " + "; ".join(problems))
+    return {"ranks": len(records), "world_size": spec.compute.world_size, "identical_weights": True,
+            "process_group_backend": records[0]["backend"] if records else None}
+
+
+BACKEND = SwiftBackend()
