@@ -168,3 +168,7 @@ def compare(recipe: Optional[Path] = typer.Argument(None, help="Recipe to run on
 
 def main():  # pragma: no cover
     app()
+
+
+if __name__ == "__main__":  # pragma: no cover
+    app()

@@ -1,0 +1,34 @@
+# CPU development set-up. torch is installed first from its CPU build and kept there by
+# constraints/cpu.txt for every later pip call (otherwise pip may pull a multi-GB CUDA build).
+VENV ?= .venv
+PY := $(VENV)/bin/python
+PIP := $(PY) -m pip
+STAMP := $(VENV)/.unifier-installed
+
+.PHONY: setup demo test test-fast gpu-check clean
+
+setup: $(STAMP)
+
+$(STAMP): pyproject.toml constraints/cpu.txt
+	test -x $(PY) || python3 -m venv $(VENV)
+	$(PIP) install --quiet --upgrade pip
+	$(PIP) install --quiet torch==2.13.0
+	$(PIP) install --quiet -c constraints/cpu.txt -e ".[all]"
+	# PyPI's torchvision does not load beside torch 2.13.0+cpu and breaks `import unsloth`; nothing here needs it
+	$(PIP) uninstall --quiet -y torchvision
+	touch $(STAMP)
+
+demo: setup
+	$(VENV)/bin/unify demo
+
+test: setup
+	$(VENV)/bin/python -m pytest -q -p no:cacheprovider
+
+test-fast: setup
+	$(VENV)/bin/python -m pytest -q -p no:cacheprovider -m "not slow"
+
+gpu-check: setup
+	bash tests/gpu/run_gpu_checks.sh
+
+clean:
+	rm -rf runs unsloth_compiled_cache .pytest_cache
