@@ -7,11 +7,14 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import pprint
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
 from unifier.spec import JobSpec
+
+STEPS = Path(__file__).with_name("trl_steps.py")
 
 
 @dataclass(frozen=True)
@@ -111,3 +114,12 @@ def capability_problems(spec: JobSpec, caps: Capabilities, backend: str) -> list
 
 def write_json(path: Path, data: Any) -> None:
     path.write_text(json.dumps(data, indent=2, default=str) + "\n", encoding="utf-8")
+
+
+def render_program(program: Path, config: dict) -> str:
+    """The program's source with CONFIG filled in and shared steps inlined: a standalone script."""
+    steps = STEPS.read_text(encoding="utf-8")
+    source = "\n".join(steps if line.endswith("# unifier:inline") else line
+                       for line in program.read_text(encoding="utf-8").splitlines()) + "\n"
+    literal = "CONFIG: dict = " + pprint.pformat(json.loads(json.dumps(config)), width=110, sort_dicts=False)
+    return source.replace("CONFIG: dict = {}", literal, 1)

@@ -1,15 +1,13 @@
 """The plain backend: transformers + peft + trl, in-process, one or more processes via torchrun."""
 from __future__ import annotations
 
-import json
-import pprint
 from pathlib import Path
 
 from unifier.spec import JobSpec
 from unifier.tiny import resolve_model_ref
 
 from . import hf_args
-from .base import Capabilities, Plan, RunResult, capability_problems, missing_packages
+from .base import Capabilities, Plan, RunResult, capability_problems, missing_packages, render_program
 
 PROGRAM = Path(__file__).with_name("peft_program.py")
 
@@ -70,13 +68,6 @@ class PeftBackend:
         script.parent.mkdir(parents=True, exist_ok=True)
         script.write_text(plan.script, encoding="utf-8")
         return RunResult(native_command=f"python {script}")
-
-
-def render_program(program: Path, config: dict) -> str:
-    """The program's source with CONFIG filled in: a standalone script."""
-    source = program.read_text(encoding="utf-8")
-    literal = "CONFIG: dict = " + pprint.pformat(json.loads(json.dumps(config)), width=110, sort_dicts=False)
-    return source.replace("CONFIG: dict = {}", literal, 1)
 
 
 BACKEND = PeftBackend()
