@@ -101,7 +101,7 @@ def trainer_args(spec: JobSpec, run_dir: str, *, data_kind: str) -> dict[str, An
         "use_cpu": device_is_cpu(spec),
         "train_sampling_strategy": "sequential",  # unifier shuffled the file already
         "report_to": [],
-        "include_num_input_tokens_seen": "non_padding",
+        "include_num_input_tokens_seen": "all",  # same count as ms-swift (which takes only true/false)
         "dataloader_num_workers": 0,
         "disable_tqdm": False,
         "max_length": spec.model.max_seq_length,

@@ -40,3 +40,22 @@ class MetricsCallback(TrainerCallback):
             self._last_time, self._last_step = now, state.global_step
         with self.path.open("a", encoding="utf-8") as handle:
             handle.write(json.dumps(record) + "\n")
+
+
+class ProbeCallback(TrainerCallback):
+    """output.probe: record the first samples and the initial trainable weights (see backends/probe.py)."""
+
+    def __init__(self, folder: str | Path):
+        self.folder = str(folder)
+
+    def on_train_begin(self, args, state, control, model=None, train_dataloader=None, **kwargs):
+        from .probe import record_train_start
+
+        record_train_start(self.folder, model, train_dataloader)
+
+
+def unifier_callbacks(run_dir: str, probe: bool) -> list[TrainerCallback]:
+    callbacks: list[TrainerCallback] = [MetricsCallback(Path(run_dir) / "metrics.jsonl")]
+    if probe:
+        callbacks.append(ProbeCallback(Path(run_dir) / "probe"))
+    return callbacks

@@ -60,10 +60,10 @@ class PeftBackend:
 
     def run(self, plan: Plan, spec: JobSpec) -> RunResult:
         from . import peft_program
-        from .hf_callbacks import MetricsCallback
+        from .hf_callbacks import unifier_callbacks
 
-        callback = MetricsCallback(Path(plan.run_dir) / "metrics.jsonl")
-        peft_program.main(plan.payload, callbacks=[callback])
+        callbacks = unifier_callbacks(plan.run_dir, spec.output.probe)
+        peft_program.main(plan.payload, callbacks=callbacks)
         script = Path(plan.run_dir) / "native" / "train_peft.py"
         script.parent.mkdir(parents=True, exist_ok=True)
         script.write_text(plan.script, encoding="utf-8")

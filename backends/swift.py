@@ -135,6 +135,7 @@ class SwiftBackend:
             "--eval_strategy", "steps" if (has_eval and t.eval_steps) else "no",
             "--output_dir", str(Path(paths["native_dir"]) / "swift"), "--add_version", "false",
             "--check_model", "false", "--report_to", "none", "--dataloader_num_workers", "0",
+            "--include_num_input_tokens_seen", "true",
         ]
         if has_eval:
             args += ["--val_dataset", paths["eval_file"]]
@@ -157,9 +158,11 @@ class SwiftBackend:
             args += ["--rlhf_type", "dpo", "--beta", str(t.dpo.beta), "--loss_type", t.dpo.loss_type]
         if hf_args.device_is_cpu(spec):
             args += ["--use_cpu", "true"]
+        callbacks = (["unifier_rank_check"] if spec.compute.world_size > 1 else []) + (["unifier_probe"] if spec.output.probe else [])
         if spec.compute.world_size > 1:
             args += STRATEGY_ARGS[spec.compute.strategy]
-            args += ["--external_plugins", str(PLUGIN), "--callbacks", "unifier_rank_check"]
+        if callbacks:
+            args += ["--external_plugins", str(PLUGIN), "--callbacks", *callbacks]
         return args + _option_args(spec.options_for(self.name))
 
     def plan(self, spec: JobSpec, run_dir: str, data_kind: str = "chat") -> Plan:

@@ -1,6 +1,7 @@
 # ms-swift external plugin used by unifier for multi-process runs (`--external_plugins`, `--callbacks
 # unifier_rank_check`). At the end of training every rank writes a digest of its trainable weights, so
 # unifier can prove that the ranks trained one model together (DDP) and not independent copies.
+# With output.probe: true it also records the first tokenized samples and initial trainable weights.
 import hashlib
 import json
 import os
@@ -34,4 +35,16 @@ class RankWeightsCallback(TrainerCallback):
             json.dump(record, handle)
 
 
+class ProbeCallback(TrainerCallback):
+    """output.probe: what the trainer trains on, recorded under <run folder>/probe (backends/probe.py)."""
+
+    def on_train_begin(self, args, state, control, model=None, train_dataloader=None, **kwargs):
+        from unifier.backends.probe import record_train_start
+
+        if int(os.environ.get("RANK", 0)) == 0:
+            folder = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(args.output_dir))), "probe")
+            record_train_start(folder, model, train_dataloader)
+
+
 callbacks_map["unifier_rank_check"] = RankWeightsCallback
+callbacks_map["unifier_probe"] = ProbeCallback

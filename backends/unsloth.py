@@ -108,10 +108,10 @@ class UnslothBackend:
     def run(self, plan: Plan, spec: JobSpec) -> RunResult:
         os.environ["UNSLOTH_COMPILE_LOCATION"] = plan.payload["compile_cache"]
         from . import unsloth_program
-        from .hf_callbacks import MetricsCallback
+        from .hf_callbacks import unifier_callbacks
 
-        callback = MetricsCallback(Path(plan.run_dir) / "metrics.jsonl")
-        unsloth_program.main(plan.payload, callbacks=[callback])
+        callbacks = unifier_callbacks(plan.run_dir, spec.output.probe)
+        unsloth_program.main(plan.payload, callbacks=callbacks)
         import unsloth
         from unsloth import FastLanguageModel
 

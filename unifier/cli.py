@@ -15,7 +15,7 @@ from .errors import TrainingFailed, UserError
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="One fine-tuning recipe, three backends (peft, swift, unsloth).")
-out = Console()
+out = Console(width=None if sys.stdout.isatty() else 160)
 err = Console(stderr=True)
 
 RecipeArg = typer.Argument(..., help="Recipe YAML file.", show_default=False)
@@ -154,15 +154,17 @@ def demo(backend: str = typer.Option("peft", "--backend", "-b", help="Backend to
 
 @app.command()
 @user_errors
-def compare(recipe: Optional[Path] = typer.Argument(None, help="Recipe to run on each backend."),
-            backends_: str = typer.Option("peft,swift,unsloth", "--backends", help="Comma-separated backends."),
-            runs: Optional[list[Path]] = typer.Option(None, "--runs", help="Compare existing run folders instead."),
-            output: Path = typer.Option(Path("runs/compare"), "--output", "-o", help="Where compare.json/png go."),
+def compare(targets: list[Path] = typer.Argument(..., help="A recipe, or with --runs two or more run folders."),
+            backends_: str = typer.Option("peft,swift,unsloth", "--backends", help="Comma-separated backends to run the recipe on."),
+            runs: bool = typer.Option(False, "--runs", help="Compare existing run folders instead of running a recipe."),
+            output: Path = typer.Option(Path("runs/compare"), "--output", "-o", help="Where compare.json and compare.png go."),
+            loss_rtol: float = typer.Option(1e-5, "--loss-rtol", help="Largest relative per-step loss difference that counts as equal."),
+            weight_atol: float = typer.Option(1e-5, "--weight-atol", help="Largest initial-weight difference that counts as equal."),
             set_: Optional[list[str]] = SetOpt):
-    """Run one recipe on several backends (each in its own process) and compare them step by step."""
-    from .compare import compare_command
+    """Run one recipe on several backends (each in its own process) and compare them step by step. Exit 1 on a difference."""
+    from .compare import Tolerances, compare_command
 
-    code = compare_command(recipe, backends_, runs, output, set_ or [], out)
+    code = compare_command(targets, backends_, runs, output, set_ or [], out, Tolerances(loss_rtol, weight_atol))
     raise typer.Exit(code)
 
 

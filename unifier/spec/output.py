@@ -14,3 +14,8 @@ class OutputSpec(Section):
     save: Literal["adapter", "merged", "both"] = Field(
         "adapter", description="adapter: the PEFT adapter only; merged: the base model with the adapter merged in; both."
     )
+    probe: bool = Field(
+        False,
+        description="Record what the trainer really trains on (first tokenized samples with labels, trainable "
+        "parameter names and initial weights) under probe/, for `unify compare` and the parity tests.",
+    )

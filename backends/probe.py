@@ -1,0 +1,40 @@
+"""Parity probe: what a trainer really trains on, recorded at train start (output.probe: true).
+
+Used by all three backends (for ms-swift through its external-plugin callback), so the records are
+comparable: the first tokenized samples exactly as the data collator returns them (input_ids and
+labels), the trainable parameter names and sizes, and the initial trainable weights.
+"""
+from __future__ import annotations
+
+import json
+import os
+
+SAMPLES = 8
+
+
+def record_train_start(folder: str, model, train_dataloader) -> None:
+    import torch
+    from safetensors.torch import save_file
+
+    os.makedirs(folder, exist_ok=True)
+    trainable = {name: param for name, param in model.named_parameters() if param.requires_grad}
+    sizes = {_canonical(name): int(param.numel()) for name, param in trainable.items()}
+    with open(os.path.join(folder, "trainable.json"), "w") as handle:
+        json.dump({"count": sum(sizes.values()), "parameters": sizes}, handle, indent=1)
+    if sum(sizes.values()) < 50_000_000:  # adapters; a full model's initial weights are its checkpoint
+        tensors = {_canonical(n): p.detach().to(torch.float32).cpu().contiguous() for n, p in trainable.items()}
+        save_file(tensors, os.path.join(folder, "initial_trainable.safetensors"))
+    dataset, collate = train_dataloader.dataset, train_dataloader.collate_fn
+    with open(os.path.join(folder, "samples.jsonl"), "w") as handle:
+        for index in range(min(SAMPLES, len(dataset))):
+            batch = collate([dataset[index]])
+            ids = batch["input_ids"][0].tolist()
+            labels = batch["labels"][0].tolist()
+            handle.write(json.dumps({"input_ids": ids, "labels": labels}) + "\n")
+
+
+def _canonical(name: str) -> str:
+    """Names differ only in wrappers some trainers add (DDP 'module.', compiled '_orig_mod.')."""
+    for prefix in ("module.", "_orig_mod."):
+        name = name.replace(prefix, "")
+    return name

@@ -1,0 +1,254 @@
+"""`unify compare`: one recipe on several backends, compared step by step.
+
+Each backend runs in its own process (unsloth patches transformers/trl/peft on import). Runs record
+a parity probe (output.probe: true), so differences are located: the first differing sample and
+token, the first step whose loss differs beyond tolerance, and the final adapter difference.
+"""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+from rich.table import Table
+
+from .errors import UserError
+from .metrics import read_metrics, train_losses
+from .runfolder import read_run
+
+LOSS_RTOL = 1e-5  # fp32 on CPU: measured max relative difference ~2e-7 (peft vs swift vs unsloth's CPU path)
+WEIGHT_ATOL = 1e-5
+
+
+@dataclass
+class Tolerances:
+    loss_rtol: float = LOSS_RTOL
+    weight_atol: float = WEIGHT_ATOL
+
+
+def run_backends(recipe: Path, backends: list[str], output: Path, overrides: list[str], console: Console) -> list[Path]:
+    folders = []
+    for backend in backends:
+        folder = (output / backend).absolute()
+        args = [sys.executable, "-m", "unifier.cli", "run", str(recipe), "--backend", backend,
+                *sum((["--set", o] for o in overrides), []),
+                "--set", f"output.dir={folder}", "--set", "output.if_exists=overwrite", "--set", "output.probe=true"]
+        console.print(f"[bold]{backend}[/]: training in its own process ...")
+        result = subprocess.run(args, capture_output=True, text=True, env={**os.environ})
+        (output / f"{backend}.log").write_text(result.stdout + result.stderr)
+        if result.returncode == 2:
+            message = result.stderr.strip().splitlines()
+            raise UserError(f"{backend}: " + " ".join(line.strip() for line in message[:6]))
+        if result.returncode != 0:
+            raise UserError(f"{backend} failed (exit {result.returncode}); its output is in {output / (backend + '.log')}")
+        folders.append(folder)
+    return folders
+
+
+def compare_runs(folders: list[Path], tolerances: Tolerances = Tolerances()) -> dict[str, Any]:
+    runs = [_load_run(folder) for folder in folders]
+    reference = runs[0]
+    pairs = []
+    for other in runs[1:]:
+        pairs.append(_compare_pair(reference, other, tolerances))
+    return {
+        "runs": [{k: v for k, v in run.items() if k not in ("losses", "folder_path")} for run in runs],
+        "pairs": pairs,
+        "tolerances": tolerances.__dict__,
+        "within_tolerance": all(p["within_tolerance"] for p in pairs),
+    }
+
+
+def _load_run(folder: Path) -> dict[str, Any]:
+    record = read_run(folder)
+    metrics = read_metrics(folder / "metrics.jsonl")
+    losses = train_losses(metrics)
+    step_times = [m["step_time"] for m in metrics if m.get("step_time")]
+    tokens = next((m["tokens_seen"] for m in reversed(metrics) if m.get("tokens_seen")), None)
+    train_time = sum(step_times) if step_times else None
+    return {
+        "label": f"{record.get('backend')} ({folder.name})" if folder.name != record.get("backend") else record.get("backend"),
+        "folder": str(folder), "folder_path": folder, "backend": record.get("backend"), "status": record.get("status"),
+        "steps": losses[-1][0] if losses else 0, "first_loss": losses[0][1] if losses else None,
+        "last_loss": losses[-1][1] if losses else None, "losses": losses,
+        "wall_time_s": record.get("wall_time_s"), "train_time_s": train_time,
+        "tokens_per_s": (tokens / train_time) if tokens and train_time else None,
+        "peak_memory_mb": (record.get("final_metrics") or {}).get("peak_memory_mb"),
+    }
+
+
+def _compare_pair(a: dict, b: dict, tol: Tolerances) -> dict[str, Any]:
+    pair: dict[str, Any] = {"reference": a["label"], "other": b["label"]}
+    pair["samples"] = compare_samples(a["folder_path"] / "probe", b["folder_path"] / "probe")
+    pair["trainable"] = compare_trainable(a["folder_path"] / "probe", b["folder_path"] / "probe")
+    pair["initial_weights_max_abs_diff"] = weights_difference(a["folder_path"] / "probe" / "initial_trainable.safetensors",
+                                                               b["folder_path"] / "probe" / "initial_trainable.safetensors")
+    pair["losses"] = compare_losses(a["losses"], b["losses"], tol.loss_rtol)
+    pair["final_weights_max_abs_diff"] = final_weights_difference(a["folder_path"], b["folder_path"])
+    problems = []
+    if pair["samples"].get("identical") is False:
+        problems.append(f"tokenized samples differ: {pair['samples']['first_difference']}")
+    if pair["trainable"].get("identical") is False:
+        problems.append(f"trainable parameters differ: {pair['trainable']['difference']}")
+    init = pair["initial_weights_max_abs_diff"]
+    if isinstance(init, dict):
+        problems.append(f"initial weights: {init['error']}")
+    elif init is not None and init > tol.weight_atol:
+        problems.append(f"initial trainable weights differ by up to {init:.3g}")
+    if not pair["losses"]["within_tolerance"]:
+        problems.append(pair["losses"]["summary"])
+    final = pair["final_weights_max_abs_diff"]
+    if isinstance(final, dict):
+        problems.append(f"final weights: {final['error']}")
+    pair["problems"] = problems
+    pair["within_tolerance"] = not problems
+    return pair
+
+
+def compare_samples(a: Path, b: Path) -> dict[str, Any]:
+    fa, fb = a / "samples.jsonl", b / "samples.jsonl"
+    if not (fa.is_file() and fb.is_file()):
+        return {"identical": None, "note": "no probe recorded (run with output.probe: true)"}
+    sa = [json.loads(x) for x in fa.read_text().splitlines()]
+    sb = [json.loads(x) for x in fb.read_text().splitlines()]
+    for index, (x, y) in enumerate(zip(sa, sb)):
+        for key in ("input_ids", "labels"):
+            if x[key] != y[key]:
+                position = next((i for i, (p, q) in enumerate(zip(x[key], y[key])) if p != q), min(len(x[key]), len(y[key])))
+                return {"identical": False, "compared": len(sa),
+                        "first_difference": f"sample {index}, {key}[{position}]: "
+                                            f"{x[key][position] if position < len(x[key]) else 'end'} vs "
+                                            f"{y[key][position] if position < len(y[key]) else 'end'}"}
+    if len(sa) != len(sb):
+        return {"identical": False, "compared": min(len(sa), len(sb)), "first_difference": f"{len(sa)} vs {len(sb)} samples"}
+    return {"identical": True, "compared": len(sa)}
+
+
+def compare_trainable(a: Path, b: Path) -> dict[str, Any]:
+    fa, fb = a / "trainable.json", b / "trainable.json"
+    if not (fa.is_file() and fb.is_file()):
+        return {"identical": None}
+    ta, tb = json.loads(fa.read_text()), json.loads(fb.read_text())
+    if ta == tb:
+        return {"identical": True, "count": ta["count"], "tensors": len(ta["parameters"])}
+    only_a = sorted(set(ta["parameters"]) - set(tb["parameters"]))[:3]
+    only_b = sorted(set(tb["parameters"]) - set(ta["parameters"]))[:3]
+    return {"identical": False, "difference": f"counts {ta['count']} vs {tb['count']}; only in first: {only_a}; only in second: {only_b}"}
+
+
+def weights_difference(a: Path, b: Path) -> float | dict | None:
+    if not (a.is_file() and b.is_file()):
+        return None
+    from safetensors.numpy import load_file
+
+    ta, tb = load_file(str(a)), load_file(str(b))
+    if set(ta) != set(tb):
+        missing = sorted(set(ta) ^ set(tb))[:3]
+        return {"error": f"different tensor names, e.g. {missing}"}
+    worst = 0.0
+    for key in ta:
+        if ta[key].shape != tb[key].shape:
+            return {"error": f"{key}: shape {ta[key].shape} vs {tb[key].shape}"}
+        worst = max(worst, float(abs(ta[key].astype("float64") - tb[key].astype("float64")).max(initial=0.0)))
+    return worst
+
+
+def final_weights_difference(a: Path, b: Path) -> float | dict | None:
+    for sub, name in (("adapter", "adapter_model.safetensors"), ("model", "model.safetensors")):
+        if (a / sub / name).is_file() and (b / sub / name).is_file():
+            return weights_difference(a / sub / name, b / sub / name)
+    return None
+
+
+def compare_losses(a: list[tuple[int, float]], b: list[tuple[int, float]], rtol: float) -> dict[str, Any]:
+    steps_a, steps_b = dict(a), dict(b)
+    common = sorted(set(steps_a) & set(steps_b))
+    worst, first_bad = 0.0, None
+    for step in common:
+        x, y = steps_a[step], steps_b[step]
+        rel = abs(x - y) / max(abs(x), 1e-12)
+        worst = max(worst, rel)
+        if rel > rtol and first_bad is None:
+            first_bad = {"step": step, "reference": x, "other": y, "relative": rel}
+    same_steps = set(steps_a) == set(steps_b)
+    ok = first_bad is None and same_steps and bool(common)
+    if not common:
+        summary = "no common logged steps"
+    elif not same_steps:
+        summary = f"different logged steps ({len(steps_a)} vs {len(steps_b)})"
+    elif first_bad:
+        summary = (f"losses differ from step {first_bad['step']}: {first_bad['reference']:.6f} vs {first_bad['other']:.6f} "
+                   f"(relative {first_bad['relative']:.2e} > {rtol:.0e})")
+    else:
+        summary = f"{len(common)} steps within {rtol:.0e} relative"
+    return {"steps_compared": len(common), "max_relative_difference": worst, "first_step_beyond_tolerance": first_bad,
+            "within_tolerance": ok, "summary": summary}
+
+
+def print_report(report: dict[str, Any], console: Console) -> None:
+    table = Table(title="unify compare")
+    for column in ("run", "steps", "first loss", "last loss", "max rel. loss diff", "adapter max abs diff",
+                   "wall time", "tokens/s", "peak mem"):
+        table.add_column(column, justify="left" if column == "run" else "right")
+    by_label = {p["other"]: p for p in report["pairs"]}
+    for run in report["runs"]:
+        pair = by_label.get(run["label"])
+        loss_diff = "reference" if pair is None else f"{pair['losses']['max_relative_difference']:.2e}"
+        final = None if pair is None else pair["final_weights_max_abs_diff"]
+        weight = "-" if pair is None else ("n/a" if final is None else (final["error"] if isinstance(final, dict) else f"{final:.2e}"))
+        table.add_row(run["label"], str(run["steps"]), _fmt(run["first_loss"], ".4f"), _fmt(run["last_loss"], ".4f"),
+                      loss_diff, weight, _fmt(run["wall_time_s"], ".1f", "s"), _fmt(run["tokens_per_s"], ".0f"),
+                      _fmt(run["peak_memory_mb"], ".0f", " MB"))
+    console.print(table)
+    for pair in report["pairs"]:
+        verdict = "[green]match[/]" if pair["within_tolerance"] else "[red]DIFFER[/]"
+        samples = pair["samples"]
+        console.print(f"{pair['reference']} vs {pair['other']}: {verdict}; samples "
+                      f"{'identical' if samples.get('identical') else samples.get('first_difference', 'not recorded')}; "
+                      f"{pair['losses']['summary']}")
+        for problem in pair["problems"]:
+            console.print(f"  - {problem}")
+
+
+def _fmt(value, spec: str, suffix: str = "") -> str:
+    return "-" if value is None else f"{format(value, spec)}{suffix}"
+
+
+def compare_command(targets: list[Path], backends: str, runs_mode: bool, output: Path, overrides: list[str],
+                    console: Console, tolerances: Tolerances) -> int:
+    output.mkdir(parents=True, exist_ok=True)
+    if runs_mode:
+        if len(targets) < 2:
+            raise UserError("--runs needs at least two run folders", hint="unify compare --runs runs/a runs/b")
+        folders = [Path(t) for t in targets]
+    else:
+        if len(targets) != 1:
+            raise UserError("give one recipe (or --runs with run folders)", hint="unify compare recipe.yaml --backends peft,swift")
+        names = [b.strip() for b in backends.split(",") if b.strip()]
+        if len(names) < 2:
+            raise UserError(f"--backends '{backends}': name at least two backends, e.g. peft,swift")
+        from .backends import get_backend
+        from .spec import load_spec
+
+        spec = load_spec(targets[0], overrides)
+        for name in names:
+            problems = get_backend(name).check(spec)
+            if problems:
+                raise UserError(f"backend '{name}' cannot run this recipe: {problems[0]}")
+        folders = run_backends(targets[0], names, output, overrides, console)
+    report = compare_runs(folders, tolerances)
+    (output / "compare.json").write_text(json.dumps(report, indent=2, default=str) + "\n")
+    from .plots import plot_losses
+
+    curves = {}
+    for folder, run in zip(folders, report["runs"]):
+        curves[run["label"]] = train_losses(read_metrics(folder / "metrics.jsonl"))
+    plot_losses(curves, output / "compare.png", "training loss by backend (same recipe)")
+    print_report(report, console)
+    console.print(f"wrote {output / 'compare.json'} and {output / 'compare.png'}")
+    return 0 if report["within_tolerance"] else 1
