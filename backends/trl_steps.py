@@ -25,6 +25,12 @@ def build_trainer(config, model, tokenizer, train, evaluation, callbacks):
 
 
 def save_outputs(config, trainer, tokenizer):
+    import json
+    import os
+
+    os.makedirs(trainer.args.output_dir, exist_ok=True)
+    with open(os.path.join(trainer.args.output_dir, "log_history.json"), "w") as handle:
+        json.dump(trainer.state.log_history, handle)
     model = trainer.model
     if config["lora"] is None:
         trainer.save_model(config["model_dir"])

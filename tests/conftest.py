@@ -63,3 +63,57 @@ def tiny_recipe(tmp_path):
         return write_recipe(tmp_path, raw, name)
 
     return make
+
+
+def run_folder_of(recipe: Path, backend: str) -> Path:
+    raw = yaml.safe_load(recipe.read_text())
+    return Path(raw["output"]["dir"].format(name=raw["name"], backend=backend))
+
+
+def train(recipe: Path, backend: str, *extra: str) -> Path:
+    """`unify run` for real in its own process; returns the run folder."""
+    result = unify("run", str(recipe), "--backend", backend, *extra)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-6000:]
+    return run_folder_of(recipe, backend)
+
+
+def assert_complete_run(folder: Path, backend: str, steps: int, artifact: str = "adapter") -> dict:
+    """The run-folder contract every backend honours."""
+    record = json.loads((folder / "run.json").read_text())
+    assert record["status"] == "completed" and record["backend"] == backend
+    assert record["spec"]["training"]["max_steps"] == steps
+    assert {"torch", "transformers", "unifier"} <= set(record["versions"])
+    assert record["native_command"] and record["started"] and record["ended"]
+    assert "token" not in json.dumps(record["host"]).lower()
+    metrics = read_jsonl(folder / "metrics.jsonl")
+    train_rows = [m for m in metrics if m.get("loss") is not None]
+    assert [m["step"] for m in train_rows] == list(range(1, steps + 1))
+    for row in train_rows:
+        assert row["learning_rate"] is not None and row["grad_norm"] is not None and row["epoch"] > 0
+        assert row["tokens_seen"] and row["step_time"] is not None
+    assert train_rows[-1]["loss"] < train_rows[0]["loss"], "loss did not fall"
+    assert (folder / "data" / "train.jsonl").is_file() and (folder / "loss.png").stat().st_size > 1000
+    if artifact == "adapter":
+        assert (folder / "adapter" / "adapter_config.json").is_file()
+        assert (folder / "adapter" / "adapter_model.safetensors").is_file()
+        assert (folder / "adapter" / "tokenizer.json").is_file()
+    else:
+        assert (folder / "model" / "model.safetensors").is_file() and (folder / "model" / "config.json").is_file()
+    return record
+
+
+def adapter_changes_output(model_dir: Path, adapter_dir: Path, quantized: bool = False) -> float:
+    """Load the adapter with plain PEFT on the base model and return how much it moves the logits."""
+    import torch
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(adapter_dir)
+    ids = tokenizer.apply_chat_template([{"role": "user", "content": "What is the capital of Peru?"}],
+                                        add_generation_prompt=True, return_tensors="pt", return_dict=True)["input_ids"]
+    base = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32).eval()
+    with torch.no_grad():
+        before = base(ids).logits
+        tuned = PeftModel.from_pretrained(base, adapter_dir).eval()
+        after = tuned(ids).logits
+    return float((after - before).abs().max())
