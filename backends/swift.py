@@ -113,7 +113,7 @@ class SwiftBackend:
         args += [
             "--torch_dtype", m.dtype, "--fp16", _flag(m.dtype == "float16"), "--bf16", _flag(m.dtype == "bfloat16"),
             "--tuner_type", "full" if a.type == "full" else "lora",
-            "--dataset", paths["train_file"], "--split_dataset_ratio", "0",
+            "--dataset", swift_data_file(paths["train_file"], data_kind), "--split_dataset_ratio", "0",
             "--dataset_shuffle", "false", "--train_dataloader_shuffle", "false", "--data_seed", str(d.seed),
             "--dataset_num_proc", "1", "--load_from_cache_file", "false",
             "--max_length", str(m.max_seq_length), "--truncation_strategy", "right",
@@ -137,8 +137,10 @@ class SwiftBackend:
             "--check_model", "false", "--report_to", "none", "--dataloader_num_workers", "0",
             "--include_num_input_tokens_seen", "true",
         ]
+        if data_kind == "text":
+            args += ["--use_chat_template", "false"]  # what `swift pt` does: raw text, no chat markup
         if has_eval:
-            args += ["--val_dataset", paths["eval_file"]]
+            args += ["--val_dataset", swift_data_file(paths["eval_file"], data_kind)]
             if t.eval_steps:
                 args += ["--eval_steps", str(t.eval_steps)]
         if a.type != "full":
@@ -170,7 +172,7 @@ class SwiftBackend:
         argv = self.arguments(spec, run_dir, data_kind)
         env = self.environment(spec)
         return Plan(backend=self.name, run_dir=run_dir, kind="command",
-                    payload={"subcommand": subcommand, "argv": argv, "env": env},
+                    payload={"subcommand": subcommand, "argv": argv, "env": env, "data_kind": data_kind},
                     script=render_command(subcommand, argv, env))
 
     # ---- running ----
@@ -178,6 +180,7 @@ class SwiftBackend:
         payload = plan.payload
         native = Path(plan.run_dir) / "native" / "swift"
         os.environ.update(payload["env"])
+        write_swift_views(Path(plan.run_dir) / "data", plan.payload["data_kind"])
         multi_process = spec.compute.world_size > 1
         if multi_process:
             self._run_subprocess(payload)
@@ -205,6 +208,37 @@ class SwiftBackend:
         completed = subprocess.run([swift, payload["subcommand"], *payload["argv"]], env=env)
         if completed.returncode != 0:
             raise RuntimeError(f"swift {payload['subcommand']} exited with code {completed.returncode}")
+
+
+def swift_data_file(canonical: str, data_kind: str) -> str:
+    """Chat rows are already ms-swift's messages format; preference and text rows get a derived view."""
+    if data_kind == "chat":
+        return canonical
+    return canonical[: -len(".jsonl")] + ".swift.jsonl"
+
+
+def swift_row(row: dict, data_kind: str) -> dict:
+    """One canonical row in ms-swift's standard format (messages / rejected_messages / tools)."""
+    if data_kind == "preference":
+        view = {"messages": row["prompt"] + row["chosen"], "rejected_messages": row["prompt"] + row["rejected"]}
+    elif data_kind == "text":
+        view = {"messages": [{"role": "assistant", "content": row["text"]}]}
+    else:
+        return row
+    if row.get("tools"):
+        view["tools"] = row["tools"]
+    return view
+
+
+def write_swift_views(data_dir: Path, data_kind: str) -> None:
+    if data_kind == "chat":
+        return
+    for split in ("train", "eval"):
+        source = data_dir / f"{split}.jsonl"
+        if source.is_file():
+            rows = [swift_row(json.loads(line), data_kind) for line in source.read_text(encoding="utf-8").splitlines() if line]
+            Path(swift_data_file(str(source), data_kind)).write_text(
+                "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows), encoding="utf-8")
 
 
 def _option_args(options: dict) -> list[str]:

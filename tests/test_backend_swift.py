@@ -1,0 +1,108 @@
+"""The ms-swift backend runs real `swift sft` / `swift rlhf` jobs on the tiny model (CPU, offline)."""
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from unifier.backends.swift import verify_ranks
+
+from .conftest import adapter_changes_output, assert_complete_run, read_jsonl, train, unify
+
+pytestmark = pytest.mark.slow
+
+
+def losses(rows: list[dict]) -> list[float]:
+    return [row["loss"] for row in rows if row.get("loss") is not None]
+
+
+def test_lora_run_and_the_printed_command_reproduces_it(tiny_recipe, tiny_model_dir, tmp_path):
+    recipe = tiny_recipe({"training.max_steps": 10})
+    folder = train(recipe, "swift")
+    record = assert_complete_run(folder, "swift", 10)
+    assert record["versions"]["ms-swift"].startswith("4.")
+    assert record["backend_details"]["process_mode"] == "in-process"
+    assert record["native_command"].lstrip().startswith("HF_HUB_OFFLINE=1 swift sft")
+    assert adapter_changes_output(tiny_model_dir, folder / "adapter") > 1e-3
+
+    # paste the printed command into a shell: the same per-step losses, without unifier
+    again = tmp_path / "again"
+    plan = unify("plan", str(recipe), "--backend", "swift", "--set", f"output.dir={again}")
+    assert plan.returncode == 0, plan.stderr
+    assert "--weight_decay 0.0" in plan.stdout and "--lora_dropout 0.0" in plan.stdout
+    (again / "data").mkdir(parents=True)
+    (again / "data" / "train.jsonl").write_text((folder / "data" / "train.jsonl").read_text())
+    script = tmp_path / "train.sh"
+    script.write_text("set -e\n" + plan.stdout)
+    path = f"{Path(sys.executable).parent}:{os.environ['PATH']}"  # the venv's `swift` entry point
+    result = subprocess.run(["bash", str(script)], capture_output=True, text=True, cwd=tmp_path, env={**os.environ, "PATH": path})
+    assert result.returncode == 0, result.stderr[-3000:]
+    by_hand = losses(read_jsonl(again / "native" / "swift" / "logging.jsonl"))
+    assert by_hand == pytest.approx(losses(read_jsonl(folder / "metrics.jsonl")), rel=1e-6)
+
+
+def test_qlora_nf4_on_cpu(tiny_recipe, tiny_model_dir):
+    folder = train(tiny_recipe({"training.max_steps": 6}, base="tiny-cpu-qlora.yaml"), "swift")
+    record = assert_complete_run(folder, "swift", 6)
+    argv = record["plan"]["payload"]["argv"]
+    assert argv[argv.index("--quant_bits") + 1] == "4" and argv[argv.index("--bnb_4bit_quant_type") + 1] == "nf4"
+    assert adapter_changes_output(tiny_model_dir, folder / "adapter") > 1e-4
+
+
+def test_full_fine_tuning(tiny_recipe, tiny_model_dir):
+    folder = train(tiny_recipe({"adapter.type": "full", "training.max_steps": 5, "training.learning_rate": 1e-3}), "swift")
+    assert_complete_run(folder, "swift", 5, artifact="model")
+    from safetensors.torch import load_file
+
+    tuned, base = load_file(folder / "model" / "model.safetensors"), load_file(tiny_model_dir / "model.safetensors")
+    assert any((tuned[k] - base[k]).abs().max() > 0 for k in base)
+
+
+def test_two_process_cpu_run_is_really_data_parallel(tiny_recipe):
+    recipe = tiny_recipe({"training.max_steps": 4, "training.per_device_batch_size": 2, "compute.nproc_per_node": 2,
+                          "compute.master_port": 29731})
+    folder = train(recipe, "swift")
+    record = assert_complete_run(folder, "swift", 4)
+    check = record["backend_details"]["rank_check"]
+    assert check == {"ranks": 2, "world_size": 2, "identical_weights": True, "process_group_backend": "gloo"}
+    assert "NPROC_PER_NODE=2" in record["native_command"] and "--use_cpu true" in record["native_command"]
+
+
+def test_rank_check_fails_loudly_on_independent_copies(tiny_recipe, tmp_path):
+    from unifier.spec.loading import load_spec
+
+    spec = load_spec(tiny_recipe({"compute.nproc_per_node": 2}))
+    ranks = tmp_path / "unifier_ranks"
+    ranks.mkdir()
+    for rank, digest in enumerate(["aaa", "bbb"]):
+        (ranks / f"rank{rank}.json").write_text(json.dumps(
+            {"rank": rank, "world_size": 2, "distributed_initialized": True, "backend": "gloo", "trainable_digest": digest}))
+    with pytest.raises(RuntimeError, match="different weights"):
+        verify_ranks(tmp_path, spec)
+    (ranks / "rank1.json").unlink()
+    with pytest.raises(RuntimeError, match="1 of 2 ranks"):
+        verify_ranks(tmp_path, spec)
+
+
+def test_dpo_through_swift_rlhf(tiny_recipe):
+    recipe = tiny_recipe({"training.method": "dpo", "data.train": [{"path": "builtin:tiny-preference"}],
+                          "training.max_steps": 4, "training.per_device_batch_size": 2, "training.learning_rate": 5e-3})
+    folder = train(recipe, "swift")
+    record = json.loads((folder / "run.json").read_text())
+    assert record["status"] == "completed" and "swift rlhf" in record["native_command"]
+    rows = [r for r in read_jsonl(folder / "metrics.jsonl") if r.get("loss") is not None]
+    assert len(rows) == 4 and abs(rows[0]["loss"] - 0.6931) < 1e-3
+    assert (folder / "adapter" / "adapter_model.safetensors").is_file()
+
+
+def test_raw_text_continued_pretraining(tiny_recipe, tmp_path):
+    corpus = tmp_path / "corpus.jsonl"
+    corpus.write_text("".join(json.dumps({"text": f"The capital of country {i} is city {i}."}) + "\n" for i in range(40)))
+    folder = train(tiny_recipe({"data.train": [{"path": str(corpus)}], "training.max_steps": 6}), "swift")
+    record = assert_complete_run(folder, "swift", 6)
+    argv = record["plan"]["payload"]["argv"]
+    assert argv[argv.index("--loss_scale") + 1] == "all"
+    view = read_jsonl(folder / "data" / "train.swift.jsonl")[0]
+    assert view["messages"][0]["role"] == "assistant" and view["messages"][0]["content"].startswith("The capital")
