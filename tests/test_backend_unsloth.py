@@ -1,0 +1,57 @@
+"""The unsloth backend trains for real through unsloth's CPU path, and plans its GPU path honestly."""
+import json
+
+import pytest
+
+from unifier.backends.unsloth import BACKEND
+from unifier.spec.loading import load_spec
+
+from .conftest import adapter_changes_output, assert_complete_run, train, unify
+
+
+@pytest.mark.slow
+def test_lora_on_cpu_writes_the_common_run_folder(tiny_recipe, tiny_model_dir, tmp_path):
+    recipe = tiny_recipe({"training.max_steps": 10})
+    folder = train(recipe, "unsloth")
+    record = assert_complete_run(folder, "unsloth", 10)
+    details = record["backend_details"]
+    assert details["unsloth_path"] == "cpu" and details["unsloth_version"] == record["versions"]["unsloth"]
+    assert (folder / "native" / "train_unsloth.py").is_file()
+    assert adapter_changes_output(tiny_model_dir, folder / "adapter") > 1e-3
+    config = json.loads((folder / "adapter" / "adapter_config.json").read_text())
+    assert config["r"] == 8 and config["lora_alpha"] == 16 and config["lora_dropout"] == 0.0
+    # unsloth's compiled cache goes to unifier's cache, never into the working directory
+    assert not (recipe.parent / "unsloth_compiled_cache").exists()
+
+
+@pytest.mark.slow
+def test_qlora_nf4_on_cpu(tiny_recipe, tiny_model_dir):
+    folder = train(tiny_recipe({"training.max_steps": 6}, base="tiny-cpu-qlora.yaml"), "unsloth")
+    record = assert_complete_run(folder, "unsloth", 6)
+    assert record["plan"]["payload"]["from_pretrained"]["load_in_4bit"] is True
+    assert adapter_changes_output(tiny_model_dir, folder / "adapter") > 1e-4
+
+
+def test_hub_name_maps_to_the_dynamic_4bit_twin_in_plan(tiny_recipe):
+    recipe = tiny_recipe({"model.name_or_path": "Qwen/Qwen3-8B", "adapter.type": "qlora", "quantization.bits": 4,
+                          "quantization.double_quant": True, "compute.device": "cuda"})
+    result = unify("plan", str(recipe), "--backend", "unsloth")
+    assert result.returncode == 0, result.stderr
+    assert "# dynamic 4-bit: Qwen/Qwen3-8B -> unsloth/Qwen3-8B-unsloth-bnb-4bit" in result.stdout
+    assert "'model': 'unsloth/Qwen3-8B-unsloth-bnb-4bit'" in result.stdout or '"model": "unsloth/Qwen3-8B-unsloth-bnb-4bit"' in result.stdout
+    # the spec opts out: the name is loaded as written and quantized on the fly
+    spec = load_spec(recipe, ["quantization.prequantized=false"])
+    assert BACKEND.resolve_model_name(spec) == ("Qwen/Qwen3-8B", None)
+    # a 16-bit LoRA run never swaps the model
+    spec = load_spec(tiny_recipe({"model.name_or_path": "Qwen/Qwen3-8B"}, name="lora.yaml"))
+    assert BACKEND.resolve_model_name(spec) == ("Qwen/Qwen3-8B", None)
+
+
+def test_refusals_point_somewhere(tiny_recipe):
+    multi = unify("validate", str(tiny_recipe({"compute.nproc_per_node": 2})), "--backend", "unsloth")
+    assert multi.returncode == 2 and "swift" in multi.stderr + multi.stdout
+    fp4 = unify("validate", str(tiny_recipe({"adapter.type": "qlora", "quantization.bits": 4, "quantization.quant_type": "fp4"},
+                                            name="fp4.yaml")), "--backend", "unsloth")
+    assert fp4.returncode == 2 and "nf4" in fp4.stderr + fp4.stdout
+    packing = unify("validate", str(tiny_recipe({"data.packing": True}, name="packing.yaml")), "--backend", "unsloth")
+    assert packing.returncode == 2 and "data.packing" in packing.stderr + packing.stdout
