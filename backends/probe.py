@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 import os
 
-SAMPLES = 8
+SAMPLES = 256  # enough to cover every row of the tiny datasets (multi-turn, system, tools)
 
 
 def record_train_start(folder: str, model, train_dataloader) -> None:

@@ -13,15 +13,33 @@ def load_data(config):
 
 
 def build_trainer(config, model, tokenizer, train, evaluation, callbacks):
+    adapter_weights = float32_adapter_weights(model)
     if config["method"] == "dpo":
         from trl import DPOConfig, DPOTrainer
 
-        return DPOTrainer(model=model, args=DPOConfig(**config["trainer_args"]), train_dataset=train,
-                          eval_dataset=evaluation, processing_class=tokenizer, callbacks=list(callbacks))
-    from trl import SFTConfig, SFTTrainer
+        trainer = DPOTrainer(model=model, args=DPOConfig(**config["trainer_args"]), train_dataset=train,
+                             eval_dataset=evaluation, processing_class=tokenizer, callbacks=list(callbacks))
+    else:
+        from trl import SFTConfig, SFTTrainer
 
-    return SFTTrainer(model=model, args=SFTConfig(**config["trainer_args"]), train_dataset=train,
-                      eval_dataset=evaluation, processing_class=tokenizer, callbacks=list(callbacks))
+        trainer = SFTTrainer(model=model, args=SFTConfig(**config["trainer_args"]), train_dataset=train,
+                             eval_dataset=evaluation, processing_class=tokenizer, callbacks=list(callbacks))
+    for name, param in trainer.model.named_parameters():
+        if name in adapter_weights:
+            param.data = adapter_weights[name]
+    return trainer
+
+
+def float32_adapter_weights(model):
+    """trl casts QLoRA adapter weights to bfloat16 on its own (lossy); ms-swift and peft keep them in float32.
+    unifier's convention is float32 trainable adapter weights on every backend: keep exact copies to restore
+    once the trainer is built (before its optimizer exists)."""
+    import torch
+
+    if not (getattr(model, "is_loaded_in_4bit", False) or getattr(model, "is_loaded_in_8bit", False)):
+        return {}
+    return {name: param.detach().to(torch.float32).clone() for name, param in model.named_parameters()
+            if param.requires_grad}
 
 
 def save_outputs(config, trainer, tokenizer):

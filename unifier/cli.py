@@ -160,11 +160,12 @@ def compare(targets: list[Path] = typer.Argument(..., help="A recipe, or with --
             output: Path = typer.Option(Path("runs/compare"), "--output", "-o", help="Where compare.json and compare.png go."),
             loss_rtol: float = typer.Option(1e-5, "--loss-rtol", help="Largest relative per-step loss difference that counts as equal."),
             weight_atol: float = typer.Option(1e-5, "--weight-atol", help="Largest initial-weight difference that counts as equal."),
+            final_weight_atol: float = typer.Option(1e-4, "--final-weight-atol", help="Largest final-weight difference that counts as equal."),
             set_: Optional[list[str]] = SetOpt):
     """Run one recipe on several backends (each in its own process) and compare them step by step. Exit 1 on a difference."""
     from .compare import Tolerances, compare_command
 
-    code = compare_command(targets, backends_, runs, output, set_ or [], out, Tolerances(loss_rtol, weight_atol))
+    code = compare_command(targets, backends_, runs, output, set_ or [], out, Tolerances(loss_rtol, weight_atol, final_weight_atol))
     raise typer.Exit(code)
 
 

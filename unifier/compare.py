@@ -22,13 +22,17 @@ from .metrics import read_metrics, train_losses
 from .runfolder import read_run
 
 LOSS_RTOL = 1e-5  # fp32 on CPU: measured max relative difference ~2e-7 (peft vs swift vs unsloth's CPU path)
-WEIGHT_ATOL = 1e-5
+WEIGHT_ATOL = 1e-5  # initial trainable weights: same seed, same init (measured 0.0 on CPU)
+# final weights after training: measured 0.0 (peft vs swift) and up to 3.2e-5 (unsloth's CPU path steps
+# AdamW with the fused kernel, which rounds differently) after 20 steps at lr 3e-3
+FINAL_WEIGHT_ATOL = 1e-4
 
 
 @dataclass
 class Tolerances:
     loss_rtol: float = LOSS_RTOL
     weight_atol: float = WEIGHT_ATOL
+    final_weight_atol: float = FINAL_WEIGHT_ATOL
 
 
 def run_backends(recipe: Path, backends: list[str], output: Path, overrides: list[str], console: Console) -> list[Path]:
@@ -105,6 +109,8 @@ def _compare_pair(a: dict, b: dict, tol: Tolerances) -> dict[str, Any]:
     final = pair["final_weights_max_abs_diff"]
     if isinstance(final, dict):
         problems.append(f"final weights: {final['error']}")
+    elif final is not None and final > tol.final_weight_atol:
+        problems.append(f"final weights differ by up to {final:.3g} (> {tol.final_weight_atol:.0e})")
     pair["problems"] = problems
     pair["within_tolerance"] = not problems
     return pair
@@ -144,7 +150,7 @@ def compare_trainable(a: Path, b: Path) -> dict[str, Any]:
 def weights_difference(a: Path, b: Path) -> float | dict | None:
     if not (a.is_file() and b.is_file()):
         return None
-    from safetensors.numpy import load_file
+    from safetensors.torch import load_file  # torch: adapters may be saved in bfloat16, which numpy lacks
 
     ta, tb = load_file(str(a)), load_file(str(b))
     if set(ta) != set(tb):
@@ -154,7 +160,8 @@ def weights_difference(a: Path, b: Path) -> float | dict | None:
     for key in ta:
         if ta[key].shape != tb[key].shape:
             return {"error": f"{key}: shape {ta[key].shape} vs {tb[key].shape}"}
-        worst = max(worst, float(abs(ta[key].astype("float64") - tb[key].astype("float64")).max(initial=0.0)))
+        if ta[key].numel():
+            worst = max(worst, float((ta[key].double() - tb[key].double()).abs().max()))
     return worst
 
 

@@ -1,0 +1,130 @@
+"""Backend parity: one recipe means the same training on peft, swift and unsloth (CPU, fp32).
+
+Each case runs `unify compare` for real (every backend in its own process, 20 steps, parity probe on)
+and checks pair by pair: tokenized samples (input_ids and labels), trainable parameter names and
+counts, initial trainable weights, per-step losses and final weights. Tolerances are the measured
+ones (unifier/compare.py): peft vs swift are bit-identical in the final adapter; unsloth's CPU path
+steps AdamW with the fused kernel, so its weights drift by rounding only.
+"""
+import json
+from pathlib import Path
+
+import pytest
+
+from ..conftest import load_recipe, unify, write_recipe
+
+pytestmark = pytest.mark.slow
+
+BACKENDS = ("peft", "swift", "unsloth")
+STEPS = 20
+LOSS_RTOL = 1e-5
+
+
+def recipe_for(folder: Path, base: str = "tiny-cpu-sft.yaml", **changes) -> Path:
+    raw = load_recipe(base)
+    raw["training"]["max_steps"] = STEPS
+    for dotted, value in changes.items():
+        section, key = dotted.split("__")
+        raw[section][key] = value
+    return write_recipe(folder, raw)
+
+
+def compare(target: Path | list[Path], output: Path, *extra: str) -> tuple[int, dict, str]:
+    args = ["--runs", *map(str, target)] if isinstance(target, list) else [str(target), "--backends", ",".join(BACKENDS)]
+    result = unify("compare", *args, "--output", str(output), *extra, timeout=1200)
+    report_file = output / "compare.json"
+    report = json.loads(report_file.read_text()) if report_file.is_file() else {}
+    return result.returncode, report, result.stdout + result.stderr
+
+
+def assert_parity(code: int, report: dict, log: str) -> None:
+    assert code == 0, log[-4000:]
+    assert [run["backend"] for run in report["runs"]] == list(BACKENDS)
+    for pair in report["pairs"]:
+        label = f"peft vs {pair['other']}"
+        assert pair["samples"]["identical"] is True and pair["samples"]["compared"] >= 20, label
+        assert pair["trainable"]["identical"] is True, label
+        assert pair["initial_weights_max_abs_diff"] in (0.0, None), label  # None: full FT starts from the checkpoint
+        assert pair["losses"]["steps_compared"] == STEPS, label
+        assert pair["losses"]["max_relative_difference"] <= LOSS_RTOL, label
+        assert pair["final_weights_max_abs_diff"] <= 1e-4, label
+    swift = next(p for p in report["pairs"] if p["other"] == "swift")
+    assert swift["final_weights_max_abs_diff"] <= 1e-6  # peft and ms-swift: the same computation
+    assert (report_file_dir(report) / "compare.png").stat().st_size > 1000
+
+
+def report_file_dir(report: dict) -> Path:
+    return Path(report["runs"][0]["folder"]).parent
+
+
+@pytest.fixture(scope="module")
+def lora_chat(tmp_path_factory):
+    """Single- and multi-turn chat with system prompts (the bundled tiny-chat data), LoRA."""
+    folder = tmp_path_factory.mktemp("lora")
+    return compare(recipe_for(folder), folder / "compare")
+
+
+def test_lora_single_and_multi_turn_chat(lora_chat):
+    assert_parity(*lora_chat)
+
+
+def test_qlora_nf4(tmp_path):
+    assert_parity(*compare(recipe_for(tmp_path, "tiny-cpu-qlora.yaml"), tmp_path / "compare"))
+
+
+def test_full_fine_tuning(tmp_path):
+    recipe = recipe_for(tmp_path, adapter__type="full", training__learning_rate=1e-3)
+    assert_parity(*compare(recipe, tmp_path / "compare"))
+
+
+def test_sharegpt_and_alpaca_sources(tmp_path):
+    sharegpt = tmp_path / "chats.json"
+    sharegpt.write_text(json.dumps([
+        {"conversations": [{"from": "system", "value": "You answer briefly."},
+                           {"from": "human", "value": f"How many legs does animal {i} have?"},
+                           {"from": "gpt", "value": f"Animal {i} has {i % 5 + 2} legs."},
+                           {"from": "human", "value": "And wings?"},
+                           {"from": "gpt", "value": "No wings." if i % 2 else "Two wings."}]}
+        for i in range(30)]))
+    alpaca = tmp_path / "instructions.jsonl"
+    alpaca.write_text("".join(json.dumps({"instruction": "Add the numbers.", "input": f"{i} and {i + 3}",
+                                          "output": f"The sum is {2 * i + 3}."}) + "\n" for i in range(30)))
+    recipe = recipe_for(tmp_path, data__train=[{"path": str(sharegpt), "format": "sharegpt"},
+                                               {"path": str(alpaca), "format": "alpaca"}])
+    assert_parity(*compare(recipe, tmp_path / "compare"))
+
+
+def test_packing_parity_is_refused_on_cpu_with_the_reason(tmp_path):
+    """Packing: peft packs on CPU, but ms-swift needs flash-attention and unsloth's CPU path turns packing
+    off silently, so a CPU comparison would compare different trainings: compare refuses (GPU script covers it)."""
+    recipe = recipe_for(tmp_path, data__packing=True)
+    code, report, log = compare(recipe, tmp_path / "compare")
+    assert code == 2 and not report
+    assert "swift" in log and "flash-attention" in log
+    result = unify("validate", str(recipe), "--backend", "unsloth")
+    assert result.returncode == 2 and "turns packing off silently" in result.stdout + result.stderr
+
+
+@pytest.mark.parametrize("backend,option,value", [
+    ("swift", "backend_options", {"swift": {"weight_decay": 0.1}}),
+    ("unsloth", "backend_options", {"unsloth": {"get_peft_model": {"lora_dropout": 0.1}}}),
+])
+def test_a_changed_default_in_one_backend_is_detected(lora_chat, tmp_path, backend, option, value):
+    """The suite is not blind: one adapter with a different weight decay / dropout fails the comparison."""
+    _, reference_report, _ = lora_chat
+    peft_run = Path(reference_report["runs"][0]["folder"])
+    raw = load_recipe()
+    raw["training"]["max_steps"] = STEPS
+    raw[option] = value
+    raw["output"]["dir"] = str(tmp_path / "changed")
+    raw["output"]["probe"] = True
+    recipe = write_recipe(tmp_path, raw)
+    trained = unify("run", str(recipe), "--backend", backend)
+    assert trained.returncode == 0, trained.stderr[-3000:]
+    code, report, log = compare([peft_run, tmp_path / "changed"], tmp_path / "compare")
+    assert code == 1, log[-3000:]
+    pair = report["pairs"][0]
+    assert pair["samples"]["identical"] is True  # same data, so the difference is located in training
+    first = pair["losses"]["first_step_beyond_tolerance"]
+    assert first is not None and first["step"] >= 2, pair["losses"]  # step 1 runs before any update
+    assert "losses differ from step" in log
