@@ -2,6 +2,10 @@
 
 check() and plan() import nothing heavy: they read the spec and the capability table only, so
 `unify validate`, `unify plan` and `unify backends` stay fast. run() does the heavy imports.
+
+check(spec, here=True) answers "can this backend run the spec on this machine?" (missing packages, no GPU
+included); check(spec, here=False) answers only "can this backend ever run the spec?", which is what
+`unify plan` needs to choose a backend for a recipe meant for another machine.
 """
 from __future__ import annotations
 
@@ -75,7 +79,7 @@ class Backend(Protocol):
     pip_extra: str
     capabilities: Capabilities
 
-    def check(self, spec: JobSpec) -> list[str]: ...
+    def check(self, spec: JobSpec, here: bool = True) -> list[str]: ...
 
     def plan(self, spec: JobSpec, run_dir: str) -> Plan: ...
 
@@ -84,6 +88,20 @@ class Backend(Protocol):
 
 def missing_packages(modules: tuple[str, ...]) -> list[str]:
     return [m for m in modules if importlib.util.find_spec(m) is None]
+
+
+def machine_problems(spec: JobSpec, modules: tuple[str, ...], extra: str) -> list[str]:
+    """What this machine lacks for the spec: the backend's packages, and a GPU when the spec asks for one."""
+    from .hf_args import cuda_visible
+
+    problems = []
+    missing = missing_packages(modules)
+    if missing:
+        problems.append(f"missing packages: {', '.join(missing)} (pip install 'unifier[{extra}]')")
+    if spec.compute.device == "cuda" and not cuda_visible():
+        problems.append("compute.device is 'cuda' but no CUDA device is visible on this machine "
+                        "(set compute.device: auto or cpu to train here)")
+    return problems
 
 
 def capability_problems(spec: JobSpec, caps: Capabilities, backend: str) -> list[str]:

@@ -61,6 +61,11 @@ def device_is_cpu(spec: JobSpec) -> bool:
     return not cuda_visible()
 
 
+def trains_on_cpu(spec: JobSpec, here: bool = True) -> bool:
+    """For check(): compute.device cpu always counts; 'auto' counts only when judging this machine (here=True)."""
+    return spec.compute.device == "cpu" or (here and device_is_cpu(spec))
+
+
 def cuda_visible() -> bool:
     import shutil
 

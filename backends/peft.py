@@ -7,7 +7,7 @@ from unifier.spec import JobSpec
 from unifier.tiny import resolve_model_ref
 
 from . import hf_args
-from .base import Capabilities, Plan, RunResult, capability_problems, missing_packages, render_program
+from .base import Capabilities, Plan, RunResult, capability_problems, machine_problems, render_program
 
 PROGRAM = Path(__file__).with_name("peft_program.py")
 
@@ -22,12 +22,12 @@ class PeftBackend:
         notes=("multi-process training: use the swift backend (torchrun, DeepSpeed, FSDP2)",),
     )
 
-    def check(self, spec: JobSpec) -> list[str]:
+    def check(self, spec: JobSpec, here: bool = True) -> list[str]:
         problems = capability_problems(spec, self.capabilities, self.name)
-        missing = missing_packages(self.requires + (("bitsandbytes",) if spec.quantization.bits else ()))
-        if missing:
-            problems.append(f"missing packages: {', '.join(missing)} (pip install 'unifier[peft]')")
-        return problems
+        if not here:
+            return problems
+        return problems + machine_problems(spec, self.requires + (("bitsandbytes",) if spec.quantization.bits else ()),
+                                           self.pip_extra)
 
     def config(self, spec: JobSpec, run_dir: str, data_kind: str = "chat") -> dict:
         paths = hf_args.run_paths(run_dir)

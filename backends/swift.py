@@ -19,7 +19,7 @@ from unifier.spec import JobSpec
 from unifier.tiny import resolve_model_ref
 
 from . import hf_args
-from .base import Capabilities, Plan, RunResult, capability_problems, missing_packages
+from .base import Capabilities, Plan, RunResult, capability_problems, machine_problems, missing_packages
 
 PLUGIN = Path(__file__).with_name("swift_plugin.py")
 # config.json model_type -> ms-swift --model_type, for local folders (hub names are resolved by ms-swift itself)
@@ -48,25 +48,28 @@ class SwiftBackend:
                "multi-process CPU runs use --use_cpu true (gloo DDP) and are checked for identical rank weights"),
     )
 
-    def check(self, spec: JobSpec) -> list[str]:
+    def check(self, spec: JobSpec, here: bool = True) -> list[str]:
         problems = capability_problems(spec, self.capabilities, self.name)
-        if spec.data.packing and hf_args.device_is_cpu(spec):
+        on_cpu = hf_args.trains_on_cpu(spec, here)
+        if spec.data.packing and on_cpu:
             problems.append("data.packing with ms-swift needs flash-attention on a GPU; set data.packing: false on CPU")
         if spec.model.chat_template not in ("chatml",) and "template" not in spec.options_for(self.name):
             problems.append(f"model.chat_template '{spec.model.chat_template}': tell ms-swift which template matches "
                             "with backend_options.swift.template (e.g. qwen3), or use chat_template: chatml")
-        if spec.compute.strategy != "ddp" and hf_args.device_is_cpu(spec) and spec.compute.world_size > 1:
+        if spec.compute.strategy != "ddp" and on_cpu and spec.compute.world_size > 1:
             problems.append(f"compute.strategy '{spec.compute.strategy}' needs GPUs; on CPU use ddp")
-        if spec.compute.strategy.startswith("zero") and spec.compute.world_size > 1:
-            problems += [f"missing package: {m} (pip install deepspeed)" for m in missing_packages(("deepspeed",))]
-        missing = missing_packages(self.requires)
-        if missing:
-            problems.append(f"missing packages: {', '.join(missing)} (pip install 'unifier[swift]')")
         try:
             self._model_type(spec)
         except UserError as exc:
             problems.append(exc.message)
-        return problems
+        if not here:
+            return problems
+        if spec.compute.strategy.startswith("zero") and spec.compute.world_size > 1:
+            problems += [f"missing package: {m} (pip install deepspeed)" for m in missing_packages(("deepspeed",))]
+        if spec.data.packing:
+            problems += [f"missing package: {m} (data.packing with ms-swift needs it: pip install flash-attn)"
+                         for m in missing_packages(("flash_attn",))]
+        return problems + machine_problems(spec, self.requires, self.pip_extra)
 
     # ---- translation (pure) ----
     def _model_type(self, spec: JobSpec) -> str | None:
@@ -102,7 +105,8 @@ class SwiftBackend:
         t, d, a, q, m = spec.training, spec.data, spec.adapter, spec.quantization, spec.model
         paths = hf_args.run_paths(run_dir)
         has_eval = bool(d.eval or d.eval_split)
-        args = ["--model", resolve_model_ref(m.name_or_path)]
+        # --use_hf: a hub name means the Hugging Face Hub on every backend (ms-swift's own default is ModelScope)
+        args = ["--model", resolve_model_ref(m.name_or_path), "--use_hf", "true"]
         model_type = self._model_type(spec)
         if model_type:
             args += ["--model_type", model_type]
@@ -118,7 +122,7 @@ class SwiftBackend:
             "--dataset_num_proc", "1", "--load_from_cache_file", "false",
             "--max_length", str(m.max_seq_length), "--truncation_strategy", "right",
             "--loss_scale", "default" if (data_kind == "chat" and d.assistant_only_loss) else "all",
-            "--packing", _flag(d.packing),
+            "--packing", _flag(d.packing), *(["--attn_impl", "flash_attn"] if d.packing else []),
             "--num_train_epochs", str(t.epochs), "--max_steps", str(t.max_steps or -1),
             "--learning_rate", str(t.learning_rate), "--lr_scheduler_type", t.lr_scheduler,
             "--warmup_steps", str(t.warmup_steps if t.warmup_steps else t.warmup_ratio),
@@ -165,7 +169,7 @@ class SwiftBackend:
             args += STRATEGY_ARGS[spec.compute.strategy]
         if callbacks:
             args += ["--external_plugins", str(PLUGIN), "--callbacks", *callbacks]
-        return args + _option_args(spec.options_for(self.name))
+        return with_options(args, spec.options_for(self.name))
 
     def plan(self, spec: JobSpec, run_dir: str, data_kind: str = "chat") -> Plan:
         subcommand = "rlhf" if spec.training.method == "dpo" else "sft"
@@ -241,29 +245,34 @@ def write_swift_views(data_dir: Path, data_kind: str) -> None:
                 "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows), encoding="utf-8")
 
 
-def _option_args(options: dict) -> list[str]:
-    """backend_options.swift: raw `--key value` pairs, verbatim (lists become repeated values)."""
-    args = []
+def with_options(argv: list[str], options: dict) -> list[str]:
+    """backend_options.swift: raw `--key value` pairs, verbatim (lists become repeated values). A key unifier
+    already passes is replaced, not repeated, so the printed command says each thing once."""
+    flags = {f"--{key}" for key in options if key != "model_type"}  # model_type is read by _model_type()
+    kept = [part for flag, values in _grouped(argv) if flag not in flags for part in (flag, *values)]
     for key, value in options.items():
-        if key in ("model_type",):
+        if key == "model_type":
             continue
         values = value if isinstance(value, list) else [value]
-        rendered = [_flag(v) if isinstance(v, bool) else (json.dumps(v) if isinstance(v, dict) else str(v)) for v in values]
-        args += [f"--{key}", *rendered]
-    return args
+        kept += [f"--{key}", *[_flag(v) if isinstance(v, bool) else (json.dumps(v) if isinstance(v, dict) else str(v))
+                               for v in values]]
+    return kept
+
+
+def _grouped(argv: list[str]) -> list[tuple[str, list[str]]]:
+    """['--a', '1', '--b', 'x', 'y'] -> [('--a', ['1']), ('--b', ['x', 'y'])]"""
+    groups: list[tuple[str, list[str]]] = []
+    for part in argv:
+        if part.startswith("--") or not groups:
+            groups.append((part, []))
+        else:
+            groups[-1][1].append(part)
+    return groups
 
 
 def render_command(subcommand: str, argv: list[str], env: dict[str, str]) -> str:
     prefix = " ".join(f"{k}={shlex.quote(v)}" for k, v in env.items())
-    lines, index = [], 0
-    while index < len(argv):
-        item = argv[index]
-        values = []
-        index += 1
-        while index < len(argv) and not argv[index].startswith("--"):
-            values.append(argv[index])
-            index += 1
-        lines.append(" ".join(shlex.quote(p) for p in [item, *values]))
+    lines = [" ".join(shlex.quote(p) for p in [flag, *values]) for flag, values in _grouped(argv)]
     head = f"{prefix} swift {subcommand}".strip()
     return " \\\n    ".join([head, *lines]) + "\n"
 

@@ -16,7 +16,7 @@ from unifier.spec import JobSpec
 from unifier.tiny import cache_root, resolve_model_ref
 
 from . import hf_args
-from .base import Capabilities, Plan, RunResult, capability_problems, missing_packages, render_program
+from .base import Capabilities, Plan, RunResult, capability_problems, machine_problems, render_program
 
 PROGRAM = Path(__file__).with_name("unsloth_program.py")
 # the versions tests/test_unsloth_contract.py was written against
@@ -36,20 +36,19 @@ class UnslothBackend:
                "CPU: no packing (unsloth turns it off silently, so unifier refuses it); adamw_torch runs fused"),
     )
 
-    def check(self, spec: JobSpec) -> list[str]:
+    def check(self, spec: JobSpec, here: bool = True) -> list[str]:
         problems = capability_problems(spec, self.capabilities, self.name)
         q = spec.quantization
         if q.bits == 4 and (q.quant_type != "nf4" or not q.double_quant):
             problems.append("unsloth quantizes 4-bit as NF4 with double quantization: set quantization.quant_type: nf4 "
                             "and quantization.double_quant: true")
-        if spec.data.packing and hf_args.device_is_cpu(spec):
+        if spec.data.packing and hf_args.trains_on_cpu(spec, here):
             problems.append("data.packing: unsloth's CPU path turns packing off silently; set data.packing: false on CPU")
         if spec.training.method == "dpo" and spec.adapter.type == "full":
             problems.append("DPO with full fine-tuning is not supported by the unsloth backend here")
-        missing = missing_packages(self.requires)
-        if missing:
-            problems.append(f"missing packages: {', '.join(missing)} (pip install 'unifier[unsloth]')")
-        return problems
+        if not here:
+            return problems
+        return problems + machine_problems(spec, self.requires, self.pip_extra)
 
     def resolve_model_name(self, spec: JobSpec) -> tuple[str, str | None]:
         """Dynamic 4-bit: a hub name maps to unsloth's pre-quantized '-unsloth-bnb-4bit' twin, read offline."""

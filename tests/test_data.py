@@ -118,3 +118,29 @@ def test_builtin_data_reads(tmp_path):
     spec = spec_from_dict({"model": {"name_or_path": "m"}, "data": {"train": [{"path": "builtin:tiny-chat"}]}})
     data = prepare_data(spec)
     assert len(data.train) == 68 and data.formats == ["messages"]
+
+
+def test_local_datasets_folders_go_through_the_datasets_loader(tmp_path):
+    """The hub code path for real, offline: a folder of data files, and a folder from save_to_disk."""
+    import datasets
+
+    folder = tmp_path / "my_dataset"
+    folder.mkdir()
+    write_jsonl(folder / "train.jsonl", [{"instruction": f"Say {i}.", "output": f"{i}"} for i in range(3)])
+    data = prepare_data(spec_for(folder))
+    assert data.formats == ["alpaca"] and len(data.train) == 3
+    assert data.train[2]["messages"][-1] == {"role": "assistant", "content": "2"}
+
+    saved = tmp_path / "saved"
+    datasets.DatasetDict({"train": datasets.Dataset.from_list([{"text": "a"}, {"text": "b"}]),
+                          "test": datasets.Dataset.from_list([{"text": "c"}])}).save_to_disk(str(saved))
+    assert [r["text"] for r in prepare_data(spec_for(saved, split="test")).train] == ["c"]
+    (tmp_path / "bad_dataset").mkdir()
+    write_jsonl(tmp_path / "bad_dataset" / "train.jsonl", [{"text": "ok"}, {"text": 7}])
+    with pytest.raises(UserError, match=r"bad_dataset\[train\]:2: 'text' must be text"):
+        prepare_data(spec_for(tmp_path / "bad_dataset"))
+
+
+def test_a_missing_hub_dataset_is_a_user_error_offline():
+    with pytest.raises(UserError, match="could not load it as a local file, a `datasets` folder or a hub dataset"):
+        prepare_data(spec_for("nobody/no-such-dataset-xyz"))

@@ -65,23 +65,34 @@ def run(recipe: Path = RecipeArg, backend: Optional[str] = BackendOpt, set_: Opt
 @app.command()
 @user_errors
 def validate(recipe: Path = RecipeArg, backend: Optional[str] = BackendOpt, set_: Optional[list[str]] = SetOpt):
-    """Check the recipe and its local data files (no torch import, nothing written)."""
+    """Check the recipe and its local data files (no torch import, nothing written).
+
+    Exit 2 when the recipe is wrong, or the chosen backend can never run it. What this machine lacks for it
+    (a package, a GPU) is listed but does not fail: recipes for bigger machines validate anywhere."""
+    from .core import checked_backend, choose_backend
     from .data import prepare_data
+    from .errors import BackendUnavailable
 
     spec = _load(recipe, set_)
     data = prepare_data(spec, read_hub=False)
-    if backend or spec.backend != "auto":
-        from .core import checked_backend
-
-        chosen = checked_backend(spec, backend).name
-    else:
-        chosen = "auto"
+    requested = backend or spec.backend
+    chosen = checked_backend(spec, requested, here=False)
+    label = chosen.name if requested != "auto" else f"auto -> {chosen.name}"
+    if requested == "auto":
+        try:
+            chosen = choose_backend(spec, "auto", here=True)
+            label = f"auto -> {chosen.name}"
+        except BackendUnavailable:
+            pass
+    missing_here = chosen.check(spec, here=True)
     out.print(f"[green]valid[/]: {recipe}")
     out.print(f"  model: {spec.model.name_or_path} ({spec.adapter.type}, {spec.training.method})")
     out.print(f"  data: {len(data.train)} train rows, {len(data.eval)} eval rows, {data.kind} ({', '.join(data.formats) or '-'})")
     for skipped in data.skipped_sources:
-        out.print(f"  [yellow]not read[/] (hub dataset, checked when the job runs): {skipped}")
-    out.print(f"  backend: {chosen}")
+        out.print(f"  [yellow]not read[/] (read through `datasets` when the job runs): {skipped}")
+    out.print(f"  backend: {label}")
+    for problem in missing_here:
+        out.print(f"  [yellow]not runnable on this machine[/]: {problem}", highlight=False)
 
 
 @app.command()

@@ -34,8 +34,11 @@ def get_backend(name: str):
     return lookup(name)
 
 
-def choose_backend(spec: JobSpec, requested: str | None = None):
-    """Resolve 'auto': multi-process -> swift; one CUDA process -> unsloth; otherwise peft. First that passes check()."""
+def choose_backend(spec: JobSpec, requested: str | None = None, *, here: bool = True):
+    """Resolve 'auto': multi-process -> swift; one CUDA process -> unsloth; otherwise peft. First that passes check().
+
+    here=False judges only what each backend can do (not what this machine has installed): `unify plan`
+    shows the plan for a recipe meant for another machine."""
     name = requested or spec.backend
     if name != "auto":
         return get_backend(name)
@@ -50,42 +53,47 @@ def choose_backend(spec: JobSpec, requested: str | None = None):
     reasons = []
     for candidate in order:
         backend = get_backend(candidate)
-        problems = backend.check(spec)
+        problems = backend.check(spec, here=here)
         if not problems:
             return backend
         reasons.append(f"{candidate}: {problems[0]}")
-    raise BackendUnavailable("no backend can run this spec here:\n  " + "\n  ".join(reasons))
+    where = "here" if here else "(whatever is installed)"
+    raise BackendUnavailable(f"no backend can run this spec {where}:\n  " + "\n  ".join(reasons),
+                             hint="`unify backends` shows what each backend supports")
 
 
-def checked_backend(spec: JobSpec, requested: str | None = None):
-    backend = choose_backend(spec, requested)
-    problems = backend.check(spec)
+def checked_backend(spec: JobSpec, requested: str | None = None, *, here: bool = True):
+    """The backend that runs the spec; BackendUnavailable (exit 2) lists everything that stands in the way."""
+    backend = choose_backend(spec, requested, here=here)
+    problems = backend.check(spec, here=here)
     if problems:
-        raise BackendUnavailable(f"backend '{backend.name}' cannot run this spec:\n  - " + "\n  - ".join(problems),
-                                 hint="`unify backends` shows what each backend supports")
+        raise BackendUnavailable(f"backend '{backend.name}' cannot run this spec{' here' if here else ''}:\n  - "
+                                 + "\n  - ".join(problems), hint="`unify backends` shows what each backend supports")
     return backend
 
 
 def plan(spec: JobSpec, backend: str | None = None, run_dir: str | None = None, data_kind: str | None = None):
-    """A printable plan; nothing is read, built or written."""
-    chosen = choose_backend(spec, backend)
+    """A printable plan; no data is normalized, nothing is built or written, and the backend's packages need
+    not be installed (a recipe for an 8-GPU node plans on a laptop)."""
+    from .data import planned_data_kind
+
+    chosen = checked_backend(spec, backend, here=False)
     directory = str(Path(run_dir or output_dir(spec, chosen.name)).absolute())
-    kind = data_kind or ("preference" if spec.training.method == "dpo" else "chat")
-    return chosen.plan(spec, directory, data_kind=kind)
+    return chosen.plan(spec, directory, data_kind=data_kind or planned_data_kind(spec))
 
 
 def run(spec: JobSpec, backend: str | None = None, *, recipe: str | None = None, quiet: bool = False) -> RunOutcome:
     """Check, normalize data, create the run folder, train, record. User mistakes raise UserError before any write."""
     chosen = checked_backend(spec, backend)
-    data = prepare_data(spec)
+    data = prepare_data(spec, progress=not quiet)
     folder = output_dir(spec, chosen.name).absolute()
+    the_plan = chosen.plan(spec, str(folder), data_kind=data.kind)  # may still refuse: before anything is written
     prepare_folder(folder, spec.output.if_exists)
     data.write(folder / "data")
     if spec.model.name_or_path == TINY_MODEL_REF:
         from .tiny import ensure_tiny_model
 
         ensure_tiny_model()
-    the_plan = chosen.plan(spec, str(folder), data_kind=data.kind)
     record = _run_record(spec, chosen.name, recipe, data, the_plan)
     write_run_json(folder, record)
     started = time.perf_counter()

@@ -1,6 +1,7 @@
 """Normalize every source once into canonical JSONL; every backend trains on those files."""
 from __future__ import annotations
 
+import contextlib
 import json
 import random
 from dataclasses import dataclass, field
@@ -37,27 +38,26 @@ class PreparedData:
         return {k: str(v) for k, v in paths.items()}
 
 
-def prepare_data(spec: JobSpec, *, read_hub: bool = True, progress=None) -> PreparedData:
-    """Read, check and normalize all sources. Raises UserError naming file:row on the first bad row."""
+def prepare_data(spec: JobSpec, *, read_hub: bool = True, progress: bool = False) -> PreparedData:
+    """Read, check and normalize all sources. Raises UserError naming file:row on the first bad row.
+
+    progress=True shows a progress bar per source on the terminal (rich, on stderr)."""
     data = spec.data
-    train, formats, skipped = [], [], []
+    train, eval_rows, formats, skipped = [], [], [], []
     kinds: set[str] = set()
-    for source in data.train:
-        if not read_hub and not is_local(source):
-            skipped.append(source.path)
-            continue
-        rows, fmt = _normalize_source(source, progress)
-        formats.append(fmt)
-        kinds.add(KIND_OF_FORMAT[fmt])
-        train.extend(rows)
-    eval_rows = []
-    for source in data.eval:
-        if not read_hub and not is_local(source):
-            skipped.append(source.path)
-            continue
-        rows, fmt = _normalize_source(source, progress)
-        kinds.add(KIND_OF_FORMAT[fmt])
-        eval_rows.extend(rows)
+    with _progress_bars(progress) as bars:
+        for split, sources in (("train", data.train), ("eval", data.eval)):
+            for source in sources:
+                if not read_hub and not is_local(source):
+                    skipped.append(source.path)
+                    continue
+                rows, fmt = _normalize_source(source, bars(f"{split}: {source.path}"))
+                kinds.add(KIND_OF_FORMAT[fmt])
+                if split == "train":
+                    formats.append(fmt)
+                    train.extend(rows)
+                else:
+                    eval_rows.extend(rows)
     kind = _single_kind(kinds, spec)
     if data.shuffle:
         random.Random(data.seed).shuffle(train)
@@ -69,6 +69,43 @@ def prepare_data(spec: JobSpec, *, read_hub: bool = True, progress=None) -> Prep
     if not train and not skipped:
         raise UserError("data.train: the sources hold no rows")
     return PreparedData(kind=kind, train=train, eval=eval_rows, formats=formats, skipped_sources=skipped)
+
+
+def planned_data_kind(spec: JobSpec) -> str:
+    """The kind of rows the job trains on, for `unify plan`: from the declared formats, or from the first row
+    of a local file whose format is 'auto' (a cheap peek; prepare_data reads and checks everything)."""
+    kinds = set()
+    for source in spec.data.train:
+        fmt = source.format
+        if fmt == "auto" and is_local(source):
+            try:
+                _, first = next(iter(read_rows(source)))
+                fmt = detect_format(_rename_columns(first, source.columns))
+            except (StopIteration, UserError, RowError):
+                continue
+        if fmt != "auto":
+            kinds.add(KIND_OF_FORMAT[fmt])
+    if len(kinds) == 1:
+        return kinds.pop()
+    return KIND_FOR_METHOD[spec.training.method][0]
+
+
+@contextlib.contextmanager
+def _progress_bars(enabled: bool):
+    """Yields a factory: description -> a callable that advances that source's bar by one row."""
+    if not enabled:
+        yield lambda description: None
+        return
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    columns = (TextColumn("normalizing {task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
+    with Progress(*columns, console=Console(stderr=True), transient=False) as bars:
+        def factory(description: str):
+            task = bars.add_task(description, total=None)
+            return lambda: bars.advance(task)
+
+        yield factory
 
 
 def _normalize_source(source: DataSource, progress=None) -> tuple[list[dict], str]:

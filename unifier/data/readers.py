@@ -14,7 +14,10 @@ LOCAL_SUFFIXES = (".json", ".jsonl", ".csv", ".parquet")
 
 
 def is_local(source: DataSource) -> bool:
-    return source.path.startswith("builtin:") or source.path.lower().endswith(LOCAL_SUFFIXES) or Path(source.path).exists()
+    """A file unifier reads itself; anything else (a hub name, a local `datasets` folder) goes through `datasets`."""
+    if source.path.startswith("builtin:") or source.path.lower().endswith(LOCAL_SUFFIXES):
+        return True
+    return Path(source.path).is_file()
 
 
 def source_file(source: DataSource) -> Path:
@@ -85,15 +88,23 @@ def _read_json(path: Path) -> Iterator[tuple[str, dict]]:
 
 
 def _read_hub(source: DataSource) -> Iterator[tuple[str, dict]]:
-    """A `datasets` hub name: real loading code (offline in tests; local files cover the formats)."""
+    """A hub name, a local folder of data files, or a folder written by `Dataset.save_to_disk`: all through
+    `datasets` (the tests exercise this code offline with local folders)."""
     try:
         import datasets
     except ImportError:
         raise UserError(f"data source '{source.path}': reading hub datasets needs the 'datasets' package", hint="pip install 'unifier[peft]'") from None
     try:
-        dataset = datasets.load_dataset(source.path, source.subset, split=source.split)
+        if (Path(source.path) / "dataset_info.json").is_file() or (Path(source.path) / "dataset_dict.json").is_file():
+            dataset = datasets.load_from_disk(source.path)
+            if isinstance(dataset, datasets.DatasetDict):
+                dataset = dataset[source.split]
+        else:
+            dataset = datasets.load_dataset(source.path, source.subset, split=source.split)
     except Exception as exc:  # the hub raises many types; all mean the same to the user
-        raise UserError(f"data source '{source.path}': could not load it as a local file or hub dataset ({type(exc).__name__}: {exc})",
-                        hint="a local file needs a .json/.jsonl/.csv/.parquet suffix") from None
+        raise UserError(f"data source '{source.path}': could not load it as a local file, a `datasets` folder or a hub "
+                        f"dataset ({type(exc).__name__}: {exc})",
+                        hint="a local file needs a .json/.jsonl/.csv/.parquet suffix; a hub dataset needs network access "
+                        "(HF_HUB_OFFLINE unset) and the right data.train[*].split / subset") from None
     for number, row in enumerate(dataset, start=1):
         yield f"{source.path}[{source.split}]:{number}", dict(row)
