@@ -2,7 +2,8 @@
 
 Used by all three backends (for ms-swift through its external-plugin callback), so the records are
 comparable: the first tokenized samples exactly as the data collator returns them (input_ids and
-labels), the trainable parameter names and sizes, and the initial trainable weights.
+labels, and position_ids where the collator makes them, as it does for packed rows), the trainable
+parameter names and sizes, and the initial trainable weights.
 """
 from __future__ import annotations
 
@@ -28,9 +29,10 @@ def record_train_start(folder: str, model, train_dataloader) -> None:
     with open(os.path.join(folder, "samples.jsonl"), "w") as handle:
         for index in range(min(SAMPLES, len(dataset))):
             batch = collate([dataset[index]])
-            ids = batch["input_ids"][0].tolist()
-            labels = batch["labels"][0].tolist()
-            handle.write(json.dumps({"input_ids": ids, "labels": labels}) + "\n")
+            record = {"input_ids": batch["input_ids"][0].tolist(), "labels": batch["labels"][0].tolist()}
+            if "position_ids" in batch:  # packed rows: where each sample starts
+                record["position_ids"] = batch["position_ids"][0].tolist()
+            handle.write(json.dumps(record) + "\n")
 
 
 def _canonical(name: str) -> str:

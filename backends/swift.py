@@ -177,7 +177,14 @@ class SwiftBackend:
         env = self.environment(spec)
         return Plan(backend=self.name, run_dir=run_dir, kind="command",
                     payload={"subcommand": subcommand, "argv": argv, "env": env, "data_kind": data_kind},
-                    script=render_command(subcommand, argv, env))
+                    script=render_command(subcommand, argv, env) + self._after_training(spec))
+
+    @staticmethod
+    def _after_training(spec: JobSpec) -> str:
+        if spec.output.save in ("merged", "both") and spec.adapter.type != "full":
+            return ("# then unifier merges adapter/ into the base model in model.dtype (peft merge_and_unload) -> merged/,\n"
+                    "# as the peft and unsloth backends do\n")
+        return ""
 
     # ---- running ----
     def run(self, plan: Plan, spec: JobSpec) -> RunResult:
@@ -195,6 +202,8 @@ class SwiftBackend:
         checkpoint = last_checkpoint(native)
         details = {"checkpoint": str(checkpoint), "process_mode": "subprocess (torchrun)" if multi_process else "in-process"}
         copy_outputs(checkpoint, spec, run_dir)
+        if spec.output.save in ("merged", "both") and spec.adapter.type != "full":
+            details["merged"] = merge_outputs(spec, run_dir)
         if multi_process:
             details["rank_check"] = verify_ranks(native, spec)
         return RunResult(native_command=plan.script, backend_details=details)
@@ -315,6 +324,21 @@ def copy_outputs(checkpoint: Path, spec: JobSpec, run_dir: Path) -> None:
     template = hf_args.chat_template_file(spec)
     if template:
         shutil.copy2(template, target / "chat_template.jinja")
+
+
+def merge_outputs(spec: JobSpec, run_dir: Path) -> str:
+    """output.save merged/both: the same merge as the peft and unsloth backends (into the base in model.dtype;
+    `swift export --merge_lora` would re-quantize a QLoRA merge, which the other backends do not)."""
+    from .trl_steps import merge_adapter
+
+    target = run_dir / "merged"
+    merge_adapter({"model": resolve_model_ref(spec.model.name_or_path), "revision": spec.model.revision,
+                   "trust_remote_code": spec.model.trust_remote_code, "dtype": spec.model.dtype,
+                   "adapter_dir": str(run_dir / "adapter"), "merged_dir": str(target)})
+    for name in (*TOKENIZER_FILES, "chat_template.jinja"):
+        if (run_dir / "adapter" / name).is_file():
+            shutil.copy2(run_dir / "adapter" / name, target / name)
+    return str(target)
 
 
 def verify_ranks(native: Path, spec: JobSpec) -> dict:

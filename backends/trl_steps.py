@@ -58,15 +58,22 @@ def save_outputs(config, trainer, tokenizer):
         model.save_pretrained(config["adapter_dir"])
         tokenizer.save_pretrained(config["adapter_dir"])
     if config["save"] in ("merged", "both"):
-        import torch
-        from peft import PeftModel
-        from transformers import AutoModelForCausalLM
-
         if not config["save"] == "both":
             model.save_pretrained(config["adapter_dir"])
-        base = AutoModelForCausalLM.from_pretrained(config["model"], revision=config["revision"],
-                                                    trust_remote_code=config["trust_remote_code"],
-                                                    dtype=getattr(torch, config["dtype"]))
-        merged = PeftModel.from_pretrained(base, config["adapter_dir"]).merge_and_unload()
-        merged.save_pretrained(config["merged_dir"])
+        merge_adapter(config)
         tokenizer.save_pretrained(config["merged_dir"])
+
+
+def merge_adapter(config):
+    """The base model in model.dtype with the adapter merged in (for QLoRA too: merged into the 16-bit base,
+    not re-quantized), the same on every backend."""
+    import torch
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM
+
+    name = config.get("prequantized_from") or config["model"]  # unsloth: the 16-bit original, not its 4-bit twin
+    base = AutoModelForCausalLM.from_pretrained(name, revision=config["revision"],
+                                                trust_remote_code=config["trust_remote_code"],
+                                                dtype=getattr(torch, config["dtype"]))
+    merged = PeftModel.from_pretrained(base, config["adapter_dir"]).merge_and_unload()
+    merged.save_pretrained(config["merged_dir"])

@@ -117,3 +117,19 @@ def adapter_changes_output(model_dir: Path, adapter_dir: Path, quantized: bool =
         tuned = PeftModel.from_pretrained(base, adapter_dir).eval()
         after = tuned(ids).logits
     return float((after - before).abs().max())
+
+
+def merged_matches_adapter(model_dir: Path, folder: Path) -> float:
+    """merged/ must compute what base + adapter/ computes: the largest logit difference between the two."""
+    import torch
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM
+
+    config = json.loads((folder / "merged" / "config.json").read_text())
+    assert "quantization_config" not in config, "merged/ must be a plain (not re-quantized) model"
+    ids = torch.tensor([[1, 5, 9, 42, 77, 100, 3]])
+    with torch.no_grad():
+        merged = AutoModelForCausalLM.from_pretrained(folder / "merged", dtype=torch.float32).eval()(ids).logits
+        base = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32)
+        tuned = PeftModel.from_pretrained(base, folder / "adapter").eval()(ids).logits
+    return float((merged - tuned).abs().max())

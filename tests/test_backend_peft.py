@@ -5,7 +5,7 @@ import sys
 
 import pytest
 
-from .conftest import adapter_changes_output, assert_complete_run, read_jsonl, train, unify
+from .conftest import adapter_changes_output, assert_complete_run, merged_matches_adapter, read_jsonl, train, unify
 
 pytestmark = pytest.mark.slow
 
@@ -50,7 +50,7 @@ def test_full_fine_tuning_saves_a_model(tiny_recipe, tiny_model_dir):
     assert any((tuned[k] - base[k]).abs().max() > 0 for k in base)
 
 
-def test_dora_rslora_eval_split_and_merged_save(tiny_recipe):
+def test_dora_rslora_eval_split_and_merged_save(tiny_recipe, tiny_model_dir):
     recipe = tiny_recipe({"training.max_steps": 6, "adapter.use_dora": True, "adapter.use_rslora": True,
                           "data.eval_split": 0.1, "training.eval_steps": 3, "output.save": "both"})
     folder = train(recipe, "peft")
@@ -58,6 +58,7 @@ def test_dora_rslora_eval_split_and_merged_save(tiny_recipe):
     assert config["use_dora"] is True and config["use_rslora"] is True
     assert any(row.get("eval_loss") for row in read_jsonl(folder / "metrics.jsonl"))
     assert (folder / "merged" / "model.safetensors").is_file()
+    assert merged_matches_adapter(tiny_model_dir, folder) < 1e-4
     assert len(read_jsonl(folder / "data" / "eval.jsonl")) == 7
 
 
@@ -77,3 +78,27 @@ def test_dpo_on_preference_pairs(tiny_recipe):
     rows = [r for r in read_jsonl(folder / "metrics.jsonl") if r.get("loss") is not None]
     assert len(rows) == 5 and abs(rows[0]["loss"] - 0.6931) < 1e-3  # DPO starts at log(2): policy == reference
     assert (folder / "adapter" / "adapter_model.safetensors").is_file()
+
+
+def test_packing_packs_samples_without_cross_contamination(tiny_recipe, tiny_model_dir):
+    """trl warns that packing without flash-attention may let samples attend to each other. With trl's
+    use_cache=False in training, transformers masks packed rows by their position_ids under sdpa too: each
+    packed row must give exactly the logits its samples give one by one."""
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    folder = train(tiny_recipe({"training.max_steps": 4, "data.packing": True, "output.probe": True}), "peft")
+    assert_complete_run(folder, "peft", 4)
+    assert json.loads((folder / "run.json").read_text())["plan"]["payload"]["trainer_args"]["packing"] is True
+    rows = read_jsonl(folder / "probe" / "samples.jsonl")
+    assert len(rows) < 68 / 3, "68 short chats should pack into far fewer 256-token rows"
+    model = AutoModelForCausalLM.from_pretrained(tiny_model_dir, dtype=torch.float32).eval()
+    for row in rows[:3]:
+        starts = [i for i, p in enumerate(row["position_ids"]) if p == 0] + [len(row["position_ids"])]
+        assert len(starts) > 3 and len(row["input_ids"]) <= 256
+        with torch.no_grad():
+            packed = model(torch.tensor([row["input_ids"]]), position_ids=torch.tensor([row["position_ids"]]),
+                           use_cache=False).logits[0]
+            for begin, end in zip(starts, starts[1:]):
+                alone = model(torch.tensor([row["input_ids"][begin:end]]), use_cache=False).logits[0]
+                assert (packed[begin:end] - alone).abs().max() < 1e-4

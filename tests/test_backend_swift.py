@@ -9,7 +9,7 @@ import pytest
 
 from unifier.backends.swift import verify_ranks
 
-from .conftest import adapter_changes_output, assert_complete_run, read_jsonl, train, unify
+from .conftest import adapter_changes_output, assert_complete_run, merged_matches_adapter, read_jsonl, train, unify
 
 pytestmark = pytest.mark.slow
 
@@ -49,6 +49,16 @@ def test_qlora_nf4_on_cpu(tiny_recipe, tiny_model_dir):
     argv = record["plan"]["payload"]["argv"]
     assert argv[argv.index("--quant_bits") + 1] == "4" and argv[argv.index("--bnb_4bit_quant_type") + 1] == "nf4"
     assert adapter_changes_output(tiny_model_dir, folder / "adapter") > 1e-4
+
+
+def test_qlora_merged_save_is_the_16_bit_base_plus_the_adapter(tiny_recipe, tiny_model_dir):
+    recipe = tiny_recipe({"training.max_steps": 4, "output.save": "both"}, base="tiny-cpu-qlora.yaml")
+    folder = train(recipe, "swift")
+    record = assert_complete_run(folder, "swift", 4)
+    assert record["backend_details"]["merged"] == str(folder / "merged")
+    assert "unifier merges adapter/" in record["native_command"]
+    assert (folder / "merged" / "tokenizer.json").is_file()
+    assert merged_matches_adapter(tiny_model_dir, folder) < 1e-4
 
 
 def test_full_fine_tuning(tiny_recipe, tiny_model_dir):

@@ -6,7 +6,7 @@ import pytest
 from unifier.backends.unsloth import BACKEND
 from unifier.spec.loading import load_spec
 
-from .conftest import adapter_changes_output, assert_complete_run, train, unify
+from .conftest import adapter_changes_output, assert_complete_run, merged_matches_adapter, read_jsonl, train, unify
 
 
 @pytest.mark.slow
@@ -30,6 +30,22 @@ def test_qlora_nf4_on_cpu(tiny_recipe, tiny_model_dir):
     record = assert_complete_run(folder, "unsloth", 6)
     assert record["plan"]["payload"]["from_pretrained"]["load_in_4bit"] is True
     assert adapter_changes_output(tiny_model_dir, folder / "adapter") > 1e-4
+
+
+@pytest.mark.slow
+def test_dpo_on_preference_pairs_and_merged_save(tiny_recipe, tiny_model_dir):
+    recipe = tiny_recipe({"training.method": "dpo", "data.train": [{"path": "builtin:tiny-preference"}],
+                          "training.max_steps": 4, "training.per_device_batch_size": 2, "training.learning_rate": 5e-3,
+                          "output.save": "both"})
+    folder = train(recipe, "unsloth")
+    record = json.loads((folder / "run.json").read_text())
+    assert record["status"] == "completed" and record["data"]["kind"] == "preference"
+    assert record["backend_details"]["unsloth_path"] == "cpu"
+    rows = [r for r in read_jsonl(folder / "metrics.jsonl") if r.get("loss") is not None]
+    assert len(rows) == 4 and abs(rows[0]["loss"] - 0.6931) < 1e-3  # DPO starts at log(2): policy == reference
+    assert rows[-1]["loss"] < rows[0]["loss"]
+    assert adapter_changes_output(tiny_model_dir, folder / "adapter") > 1e-4
+    assert merged_matches_adapter(tiny_model_dir, folder) < 1e-4
 
 
 def test_hub_name_maps_to_the_dynamic_4bit_twin_in_plan(tiny_recipe):
