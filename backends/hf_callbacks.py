@@ -6,6 +6,7 @@ import time
 from pathlib import Path
 
 from transformers import TrainerCallback
+from transformers.trainer_callback import PrinterCallback, ProgressCallback
 
 
 class MetricsCallback(TrainerCallback):
@@ -42,6 +43,43 @@ class MetricsCallback(TrainerCallback):
             handle.write(json.dumps(record) + "\n")
 
 
+class RichProgressCallback(TrainerCallback):
+    """One progress bar with the latest loss, instead of transformers' tqdm bar that prints every log dict."""
+
+    replaces = (ProgressCallback, PrinterCallback)  # build_trainer removes these when this callback is given
+
+    def __init__(self):
+        self.progress = None
+        self.task = None
+
+    def on_train_begin(self, args, state, control, **kwargs):
+        if not state.is_world_process_zero:
+            return
+        from rich.console import Console
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+        self.progress = Progress(TextColumn("training"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[loss]}"),
+                                 TimeElapsedColumn(), TimeRemainingColumn(), console=Console(stderr=True))
+        self.task = self.progress.add_task("train", total=state.max_steps, loss="")
+        self.progress.start()
+
+    def on_step_end(self, args, state, control, **kwargs):
+        if self.progress is not None:
+            self.progress.update(self.task, completed=state.global_step)
+
+    def on_log(self, args, state, control, logs=None, **kwargs):
+        if self.progress is not None and logs:
+            parts = [f"{key} {logs[key]:.4f}" for key in ("loss", "eval_loss") if isinstance(logs.get(key), (int, float))]
+            if parts:
+                self.progress.update(self.task, loss=", ".join(parts))
+
+    def on_train_end(self, args, state, control, **kwargs):
+        if self.progress is not None:
+            self.progress.update(self.task, completed=state.global_step)
+            self.progress.stop()
+            self.progress = None
+
+
 class ProbeCallback(TrainerCallback):
     """output.probe: record the first samples and the initial trainable weights (see backends/probe.py)."""
 
@@ -55,7 +93,7 @@ class ProbeCallback(TrainerCallback):
 
 
 def unifier_callbacks(run_dir: str, probe: bool) -> list[TrainerCallback]:
-    callbacks: list[TrainerCallback] = [MetricsCallback(Path(run_dir) / "metrics.jsonl")]
+    callbacks: list[TrainerCallback] = [MetricsCallback(Path(run_dir) / "metrics.jsonl"), RichProgressCallback()]
     if probe:
         callbacks.append(ProbeCallback(Path(run_dir) / "probe"))
     return callbacks

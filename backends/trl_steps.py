@@ -27,6 +27,9 @@ def build_trainer(config, model, tokenizer, train, evaluation, callbacks):
     for name, param in trainer.model.named_parameters():
         if name in adapter_weights:
             param.data = adapter_weights[name]
+    for callback in callbacks:  # a callback that draws its own progress replaces the default bar
+        for replaced in getattr(callback, "replaces", ()):
+            trainer.remove_callback(replaced)
     return trainer
 
 

@@ -19,7 +19,7 @@ def run_demo(backend: str, output: Path, console: Console) -> None:
     recipe = ASSETS.parent.parent / "recipes" / "tiny-cpu-sft.yaml"
     if not recipe.is_file():  # installed without the repository: the starter recipe is the same job
         recipe = ASSETS / "starter_recipe.yaml"
-    spec = load_spec(recipe, [f"output.dir={output}", "output.if_exists=overwrite", "name=demo", "training.max_steps=60"])
+    spec = load_spec(recipe, [f"output.dir={output}", "output.if_exists=overwrite", "name=demo", "training.max_steps=300"])
     console.print(f"[bold]1.[/] building the tiny local model (2-layer Qwen2, byte-level BPE, ChatML) ...")
     model_dir = ensure_tiny_model()
     before = generate(model_dir, None, PROMPT)
