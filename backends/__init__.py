@@ -5,7 +5,8 @@ import importlib
 
 from unifier.errors import UserError
 
-# name -> module that defines BACKEND; order is the preference of `backend: auto`
+# name -> module that defines BACKEND (the order `unify backends` lists them in; `backend: auto`
+# chooses in unifier.core.choose_backend)
 REGISTRY = {"unsloth": "unsloth", "peft": "peft", "swift": "swift"}
 
 

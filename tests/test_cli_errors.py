@@ -73,7 +73,9 @@ def test_unknown_backend(tiny_recipe):
     assert_user_error(unify("plan", str(tiny_recipe()), "--backend", "axolotl"), "unknown backend 'axolotl'")
 
 
-@pytest.mark.parametrize("command", [["--help"], ["validate", "RECIPE"], ["plan", "RECIPE", "-b", "swift"], ["backends"]])
+@pytest.mark.parametrize("command", [["--help"], ["validate", "RECIPE"], ["plan", "RECIPE", "-b", "swift"],
+                                     ["plan", "RECIPE", "-b", "peft"], ["plan", "RECIPE", "-b", "unsloth"],
+                                     ["validate", "RECIPE", "-b", "unsloth"], ["backends"], ["schema"]])
 def test_light_commands_import_no_torch(tiny_recipe, command):
     recipe = str(tiny_recipe())
     args = [recipe if a == "RECIPE" else a for a in command]
