@@ -34,8 +34,9 @@ def test_lora_run_folder_adapter_and_standalone_script(tiny_recipe, tiny_model_d
 
 
 def test_qlora_on_cpu(tiny_recipe, tiny_model_dir):
-    folder = train(tiny_recipe({"training.max_steps": 8}, base="tiny-cpu-qlora.yaml"), "peft")
-    assert_complete_run(folder, "peft", 8)
+    folder = train(tiny_recipe({"training.max_steps": 8, "training.gradient_checkpointing": True}, base="tiny-cpu-qlora.yaml"), "peft")
+    record = assert_complete_run(folder, "peft", 8)
+    assert record["plan"]["payload"]["trainer_args"]["gradient_checkpointing"] is True
     config = json.loads((folder / "adapter" / "adapter_config.json").read_text())
     assert config["r"] == 8 and config["lora_alpha"] == 16
     assert adapter_changes_output(tiny_model_dir, folder / "adapter") > 1e-4

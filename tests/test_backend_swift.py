@@ -44,9 +44,10 @@ def test_lora_run_and_the_printed_command_reproduces_it(tiny_recipe, tiny_model_
 
 
 def test_qlora_nf4_on_cpu(tiny_recipe, tiny_model_dir):
-    folder = train(tiny_recipe({"training.max_steps": 6}, base="tiny-cpu-qlora.yaml"), "swift")
+    folder = train(tiny_recipe({"training.max_steps": 6, "training.gradient_checkpointing": True}, base="tiny-cpu-qlora.yaml"), "swift")
     record = assert_complete_run(folder, "swift", 6)
     argv = record["plan"]["payload"]["argv"]
+    assert argv[argv.index("--gradient_checkpointing") + 1] == "true"
     assert argv[argv.index("--quant_bits") + 1] == "4" and argv[argv.index("--bnb_4bit_quant_type") + 1] == "nf4"
     assert adapter_changes_output(tiny_model_dir, folder / "adapter") > 1e-4
 

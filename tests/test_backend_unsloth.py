@@ -26,8 +26,9 @@ def test_lora_on_cpu_writes_the_common_run_folder(tiny_recipe, tiny_model_dir, t
 
 @pytest.mark.slow
 def test_qlora_nf4_on_cpu(tiny_recipe, tiny_model_dir):
-    folder = train(tiny_recipe({"training.max_steps": 6}, base="tiny-cpu-qlora.yaml"), "unsloth")
+    folder = train(tiny_recipe({"training.max_steps": 6, "training.gradient_checkpointing": True}, base="tiny-cpu-qlora.yaml"), "unsloth")
     record = assert_complete_run(folder, "unsloth", 6)
+    assert record["plan"]["payload"]["lora"]["use_gradient_checkpointing"] is True
     assert record["plan"]["payload"]["from_pretrained"]["load_in_4bit"] is True
     assert adapter_changes_output(tiny_model_dir, folder / "adapter") > 1e-4
 

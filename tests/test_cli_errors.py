@@ -86,3 +86,13 @@ def test_light_commands_import_no_torch(tiny_recipe, command):
     result = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True)
     assert result.returncode == 0, result.stderr
     assert "HEAVY=\n" in result.stdout, result.stdout[-500:]
+
+
+def test_init_writes_a_valid_starter_recipe_and_never_overwrites_silently(tmp_path):
+    target = tmp_path / "recipe.yaml"
+    assert unify("init", str(target)).returncode == 0
+    assert unify("validate", str(target)).returncode == 0
+    target.write_text("# mine\n")
+    assert_user_error(unify("init", str(target)), "already exists", "--force")
+    assert target.read_text() == "# mine\n"
+    assert unify("init", str(target), "--force").returncode == 0 and "builtin:tiny-qwen2" in target.read_text()
