@@ -45,7 +45,9 @@ class SwiftBackend:
     capabilities = Capabilities(
         strategies=("ddp", "zero2", "zero2_offload", "zero3", "zero3_offload", "fsdp2"), multi_node=True,
         notes=("packing needs flash-attention (GPU); on CPU it is refused",
-               "multi-process CPU runs use --use_cpu true (gloo DDP) and are checked for identical rank weights"),
+               "multi-process CPU runs use --use_cpu true (gloo DDP or FSDP2) and are checked for identical rank weights",
+               "fsdp2 uses ms-swift's preset: full sharding with activation checkpointing always on",
+               "DeepSpeed ZeRO-2/3 needs GPUs and the deepspeed package"),
     )
 
     def check(self, spec: JobSpec, here: bool = True) -> list[str]:
@@ -56,8 +58,8 @@ class SwiftBackend:
         if spec.model.chat_template not in ("chatml",) and "template" not in spec.options_for(self.name):
             problems.append(f"model.chat_template '{spec.model.chat_template}': tell ms-swift which template matches "
                             "with backend_options.swift.template (e.g. qwen3), or use chat_template: chatml")
-        if spec.compute.strategy != "ddp" and on_cpu and spec.compute.world_size > 1:
-            problems.append(f"compute.strategy '{spec.compute.strategy}' needs GPUs; on CPU use ddp")
+        if spec.compute.strategy.startswith("zero") and on_cpu and spec.compute.world_size > 1:
+            problems.append(f"compute.strategy '{spec.compute.strategy}' (DeepSpeed) needs GPUs; on CPU use ddp or fsdp2")
         try:
             self._model_type(spec)
         except UserError as exc:
@@ -135,7 +137,9 @@ class SwiftBackend:
             "--gradient_checkpointing", _flag(t.gradient_checkpointing),
             "--seed", str(t.seed), "--logging_steps", str(t.logging_steps),
             # a final checkpoint is always written (save_steps falls back to "only at the end")
-            "--save_strategy", "steps", "--save_steps", str(t.save_steps or 10**9), "--save_only_model", "true",
+            "--save_strategy", "steps", "--save_steps", str(t.save_steps or 10**9),
+            # FSDP2's sharded checkpoints refuse save_only_model; the adapter is saved in full either way
+            "--save_only_model", _flag(not (spec.compute.world_size > 1 and spec.compute.strategy == "fsdp2")),
             "--eval_strategy", "steps" if (has_eval and t.eval_steps) else "no",
             "--output_dir", str(Path(paths["native_dir"]) / "swift"), "--add_version", "false",
             "--check_model", "false", "--report_to", "none", "--dataloader_num_workers", "0",

@@ -79,6 +79,12 @@ def test_two_process_cpu_run_is_really_data_parallel(tiny_recipe):
     check = record["backend_details"]["rank_check"]
     assert check == {"ranks": 2, "world_size": 2, "identical_weights": True, "process_group_backend": "gloo"}
     assert "NPROC_PER_NODE=2" in record["native_command"] and "--use_cpu true" in record["native_command"]
+    # FSDP2 over the same two processes trains the same model (full sharding, gloo on CPU)
+    sharded = train(tiny_recipe({"training.max_steps": 4, "training.per_device_batch_size": 2, "compute.nproc_per_node": 2,
+                                 "compute.master_port": 29733, "compute.strategy": "fsdp2", "name": "fsdp2"}, name="fsdp2.yaml"), "swift")
+    sharded_record = assert_complete_run(sharded, "swift", 4)
+    assert "--fsdp fsdp2" in sharded_record["native_command"] and sharded_record["backend_details"]["rank_check"]["ranks"] == 2
+    assert losses(read_jsonl(sharded / "metrics.jsonl")) == pytest.approx(losses(read_jsonl(folder / "metrics.jsonl")), rel=1e-5)
 
 
 def test_rank_check_fails_loudly_on_independent_copies(tiny_recipe, tmp_path):
