@@ -28,11 +28,17 @@ def record_train_start(folder: str, model, train_dataloader) -> None:
     dataset, collate = train_dataloader.dataset, train_dataloader.collate_fn
     with open(os.path.join(folder, "samples.jsonl"), "w") as handle:
         for index in range(min(SAMPLES, len(dataset))):
-            batch = collate([dataset[index]])
-            record = {"input_ids": batch["input_ids"][0].tolist(), "labels": batch["labels"][0].tolist()}
-            if "position_ids" in batch:  # packed rows: where each sample starts
-                record["position_ids"] = batch["position_ids"][0].tolist()
-            handle.write(json.dumps(record) + "\n")
+            handle.write(json.dumps(_token_fields(collate([dataset[index]]))) + "\n")
+
+
+def _token_fields(batch) -> dict:
+    """The integer tensors of a one-sample batch: input_ids and labels (SFT; position_ids for packed rows),
+    or each trainer's own preference layout (trl: prompt_/chosen_/rejected_input_ids)."""
+    import torch
+
+    return {key: value[0].tolist() for key, value in batch.items()
+            if isinstance(value, torch.Tensor) and not value.is_floating_point() and value.dim() >= 1
+            and not key.endswith("attention_mask")}
 
 
 def _canonical(name: str) -> str:

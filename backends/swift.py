@@ -123,7 +123,7 @@ class SwiftBackend:
             "--dataset_shuffle", "false", "--train_dataloader_shuffle", "false", "--data_seed", str(d.seed),
             "--dataset_num_proc", "1", "--load_from_cache_file", "false",
             "--max_length", str(m.max_seq_length), "--truncation_strategy", "right",
-            "--loss_scale", "default" if (data_kind == "chat" and d.assistant_only_loss) else "all",
+            "--loss_scale", swift_loss_scale(data_kind, d.assistant_only_loss),
             "--packing", _flag(d.packing), *(["--attn_impl", "flash_attn"] if d.packing else []),
             "--num_train_epochs", str(t.epochs), "--max_steps", str(t.max_steps or -1),
             "--learning_rate", str(t.learning_rate), "--lr_scheduler_type", t.lr_scheduler,
@@ -225,6 +225,15 @@ class SwiftBackend:
         completed = subprocess.run([swift, payload["subcommand"], *payload["argv"]], env=env)
         if completed.returncode != 0:
             raise RuntimeError(f"swift {payload['subcommand']} exited with code {completed.returncode}")
+
+
+def swift_loss_scale(data_kind: str, assistant_only: bool) -> str:
+    """Which tokens carry loss, as trl decides it: chat -> every assistant turn (or all tokens); text -> all;
+    preference -> the final answer only (trl's completion_mask; ms-swift's 'all' would put the prompt into
+    the chosen/rejected log-probabilities: the sigmoid loss cancels it, the logged rewards do not)."""
+    if data_kind == "preference":
+        return "last_round"
+    return "default" if (data_kind == "chat" and assistant_only) else "all"
 
 
 def swift_data_file(canonical: str, data_kind: str) -> str:

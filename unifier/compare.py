@@ -120,19 +120,35 @@ def compare_samples(a: Path, b: Path) -> dict[str, Any]:
     fa, fb = a / "samples.jsonl", b / "samples.jsonl"
     if not (fa.is_file() and fb.is_file()):
         return {"identical": None, "note": "no probe recorded (run with output.probe: true)"}
-    sa = [json.loads(x) for x in fa.read_text().splitlines()]
-    sb = [json.loads(x) for x in fb.read_text().splitlines()]
+    sa = [_comparable(json.loads(x)) for x in fa.read_text().splitlines()]
+    sb = [_comparable(json.loads(x)) for x in fb.read_text().splitlines()]
+    keys = [k for k in ("input_ids", "labels", "loss_mask") if sa and sb and k in sa[0] and k in sb[0]]
+    if "input_ids" not in keys:
+        return {"identical": None, "note": f"samples recorded in different layouts: {sorted(sa[0]) if sa else []} vs "
+                                           f"{sorted(sb[0]) if sb else []}"}
     for index, (x, y) in enumerate(zip(sa, sb)):
-        for key in ("input_ids", "labels"):
+        for key in keys:
             if x[key] != y[key]:
                 position = next((i for i, (p, q) in enumerate(zip(x[key], y[key])) if p != q), min(len(x[key]), len(y[key])))
-                return {"identical": False, "compared": len(sa),
+                return {"identical": False, "compared": len(sa), "fields": keys,
                         "first_difference": f"sample {index}, {key}[{position}]: "
                                             f"{x[key][position] if position < len(x[key]) else 'end'} vs "
                                             f"{y[key][position] if position < len(y[key]) else 'end'}"}
     if len(sa) != len(sb):
         return {"identical": False, "compared": min(len(sa), len(sb)), "first_difference": f"{len(sa)} vs {len(sb)} samples"}
-    return {"identical": True, "compared": len(sa)}
+    return {"identical": True, "compared": len(sa), "fields": keys}
+
+
+def _comparable(sample: dict) -> dict:
+    """input_ids, and which tokens carry loss: labels where both trainers give them (SFT), else a 0/1 loss mask
+    (trl's DPO collator gives completion_mask where ms-swift gives labels)."""
+    out = {"input_ids": sample.get("input_ids")}
+    if "labels" in sample:
+        out["labels"] = sample["labels"]
+        out["loss_mask"] = [int(label != -100) for label in sample["labels"]]
+    elif "completion_mask" in sample:
+        out["loss_mask"] = sample["completion_mask"]
+    return {k: v for k, v in out.items() if v is not None}
 
 
 def compare_trainable(a: Path, b: Path) -> dict[str, Any]:

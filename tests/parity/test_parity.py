@@ -37,7 +37,7 @@ def compare(target: Path | list[Path], output: Path, *extra: str) -> tuple[int, 
     return result.returncode, report, result.stdout + result.stderr
 
 
-def assert_parity(code: int, report: dict, log: str) -> None:
+def assert_parity(code: int, report: dict, log: str, swift_final_atol: float = 1e-6) -> None:
     assert code == 0, log[-4000:]
     assert [run["backend"] for run in report["runs"]] == list(BACKENDS)
     for pair in report["pairs"]:
@@ -49,7 +49,7 @@ def assert_parity(code: int, report: dict, log: str) -> None:
         assert pair["losses"]["max_relative_difference"] <= LOSS_RTOL, label
         assert pair["final_weights_max_abs_diff"] <= 1e-4, label
     swift = next(p for p in report["pairs"] if p["other"] == "swift")
-    assert swift["final_weights_max_abs_diff"] <= 1e-6  # peft and ms-swift: the same computation
+    assert swift["final_weights_max_abs_diff"] <= swift_final_atol  # peft and ms-swift: the same computation
     assert (report_file_dir(report) / "compare.png").stat().st_size > 1000
 
 
@@ -128,3 +128,23 @@ def test_a_changed_default_in_one_backend_is_detected(lora_chat, tmp_path, backe
     first = pair["losses"]["first_step_beyond_tolerance"]
     assert first is not None and first["step"] >= 2, pair["losses"]  # step 1 runs before any update
     assert "losses differ from step" in log
+
+
+def test_dpo_preference_pairs(tmp_path):
+    """DPO: the same chosen/rejected tokens and completion masks on every backend, the same losses, and the
+    same logged rewards (ms-swift's loss_scale 'all' would add the prompt to both log-probabilities: the
+    sigmoid loss cancels it, the rewards do not, so they are checked too)."""
+    recipe = recipe_for(tmp_path, training__method="dpo", training__learning_rate=5e-3, training__per_device_batch_size=2,
+                        data__train=[{"path": "builtin:tiny-preference"}])
+    code, report, log = compare(recipe, tmp_path / "compare")
+    # ms-swift runs chosen and rejected through the model in one concatenated batch, trl's order differs in
+    # rounding only: final weights measured 1.8e-6 apart after 20 steps (SFT: bit-identical)
+    assert_parity(code, report, log, swift_final_atol=1e-5)
+    assert all(pair["samples"]["fields"] == ["input_ids", "loss_mask"] for pair in report["pairs"])
+    rewards = {}
+    for run in report["runs"]:
+        rows = [json.loads(line) for line in (Path(run["folder"]) / "metrics.jsonl").read_text().splitlines()]
+        rewards[run["backend"]] = [r[key] for r in rows if r.get("loss") is not None for key in ("rewards/chosen", "rewards/margins")]
+    assert len(rewards["peft"]) == 2 * STEPS
+    for backend in ("swift", "unsloth"):
+        assert rewards[backend] == pytest.approx(rewards["peft"], abs=1e-5), backend
