@@ -141,13 +141,14 @@ def compare_samples(a: Path, b: Path) -> dict[str, Any]:
 
 def _comparable(sample: dict) -> dict:
     """input_ids, and which tokens carry loss: labels where both trainers give them (SFT), else a 0/1 loss mask
-    (trl's DPO collator gives completion_mask where ms-swift gives labels)."""
+    (trl's DPO collator gives completion_mask where ms-swift gives labels). The first position is dropped
+    from both: a causal LM never predicts the first token (trl labels it, ms-swift masks it)."""
     out = {"input_ids": sample.get("input_ids")}
     if "labels" in sample:
-        out["labels"] = sample["labels"]
-        out["loss_mask"] = [int(label != -100) for label in sample["labels"]]
+        out["labels"] = sample["labels"][1:]
+        out["loss_mask"] = [int(label != -100) for label in sample["labels"][1:]]
     elif "completion_mask" in sample:
-        out["loss_mask"] = sample["completion_mask"]
+        out["loss_mask"] = sample["completion_mask"][1:]
     return {k: v for k, v in out.items() if v is not None}
 
 

@@ -148,3 +148,14 @@ def test_dpo_preference_pairs(tmp_path):
     assert len(rewards["peft"]) == 2 * STEPS
     for backend in ("swift", "unsloth"):
         assert rewards[backend] == pytest.approx(rewards["peft"], abs=1e-5), backend
+
+
+def test_raw_text_continued_pretraining(tmp_path):
+    """Text rows: no chat markup and loss on every token (after the first, which no causal LM predicts)."""
+    corpus = tmp_path / "corpus.jsonl"
+    corpus.write_text("".join(json.dumps({"text": f"The capital of country {i} is city {i}. It has {3 * i} rivers."}) + "\n"
+                              for i in range(40)))
+    code, report, log = compare(recipe_for(tmp_path, data__train=[{"path": str(corpus), "format": "text"}]), tmp_path / "compare")
+    assert_parity(code, report, log)
+    sample = json.loads((Path(report["runs"][0]["folder"]) / "probe" / "samples.jsonl").read_text().splitlines()[0])
+    assert sample["labels"][1:] == sample["input_ids"][1:]
