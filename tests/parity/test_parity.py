@@ -159,3 +159,15 @@ def test_raw_text_continued_pretraining(tmp_path):
     assert_parity(code, report, log)
     sample = json.loads((Path(report["runs"][0]["folder"]) / "probe" / "samples.jsonl").read_text().splitlines()[0])
     assert sample["labels"][1:] == sample["input_ids"][1:]
+
+
+def test_lora_on_an_8bit_base_peft_vs_swift(tmp_path):
+    """bitsandbytes LLM.int8 base (quantization.bits 8): peft and ms-swift only (unsloth quantizes 4-bit)."""
+    recipe = recipe_for(tmp_path, "tiny-cpu-qlora.yaml", quantization__bits=8)
+    result = unify("compare", str(recipe), "--backends", "peft,swift", "--output", str(tmp_path / "compare"), timeout=1200)
+    assert result.returncode == 0, (result.stdout + result.stderr)[-4000:]
+    pair = json.loads((tmp_path / "compare" / "compare.json").read_text())["pairs"][0]
+    assert pair["samples"]["identical"] is True and pair["trainable"]["identical"] is True
+    assert pair["losses"]["steps_compared"] == STEPS and pair["losses"]["max_relative_difference"] <= LOSS_RTOL
+    refused = unify("validate", str(recipe), "--backend", "unsloth")
+    assert refused.returncode == 2 and "quantization.bits 8 is not supported by unsloth" in refused.stderr

@@ -10,8 +10,8 @@ from .base import Section
 
 class AdapterSpec(Section):
     type: Literal["lora", "qlora", "full"] = Field(
-        "lora", description="lora: low-rank adapter on frozen weights; qlora: lora on 4-bit weights "
-        "(needs quantization.bits: 4); full: every weight is trained."
+        "lora", description="lora: low-rank adapter on frozen weights; qlora: lora on quantized frozen weights "
+        "(needs quantization.bits: 4, or 8 for 8-bit); full: every weight is trained."
     )
     r: int = Field(16, gt=0, description="LoRA rank.")
     alpha: int = Field(32, gt=0, description="LoRA alpha (scaling = alpha / r, or alpha / sqrt(r) with rsLoRA).")
@@ -34,8 +34,9 @@ class AdapterSpec(Section):
 
     def check_with(self, quantization) -> None:
         """Rules that tie the adapter to quantization."""
-        if self.type == "qlora" and quantization.bits != 4:
-            raise ValueError("adapter.type 'qlora' needs quantization.bits: 4 (set it, or use adapter.type 'lora')")
+        if self.type == "qlora" and quantization.bits not in (4, 8):
+            raise ValueError("adapter.type 'qlora' needs quantization.bits: 4 (or 8 for an 8-bit base); set it, "
+                             "or use adapter.type 'lora'")
         if self.type == "full" and quantization.bits is not None:
             raise ValueError("adapter.type 'full' cannot train quantized weights: remove quantization.bits or use 'qlora'")
         if self.type == "lora" and quantization.bits is not None:
