@@ -97,3 +97,11 @@ def test_validate_lists_what_this_machine_lacks_without_failing(tiny_recipe):
         return
     refused = unify("run", str(tiny_recipe({"compute.device": "cuda"})), "--backend", "peft")
     assert refused.returncode == 2 and "no CUDA device is visible" in refused.stderr
+
+
+def test_swift_backend_options_replace_the_flags_unifier_passes():
+    options = "backend_options={swift: {weight_decay: 0.1, template: qwen, target_modules: [q_proj, v_proj]}}"
+    argv = plan_json("tiny-cpu-sft.yaml", "swift", "--set", options)["payload"]["argv"]
+    assert argv.count("--weight_decay") == 1 and argv[argv.index("--weight_decay") + 1] == "0.1"
+    assert argv.count("--template") == 1 and argv[argv.index("--template") + 1] == "qwen"
+    assert argv[argv.index("--target_modules") + 1:argv.index("--target_modules") + 3] == ["q_proj", "v_proj"]

@@ -1,6 +1,7 @@
 """The `unify` command line. Heavy libraries are imported only by the backend that runs."""
 from __future__ import annotations
 
+import contextlib
 import functools
 import json
 import sys
@@ -76,14 +77,11 @@ def validate(recipe: Path = RecipeArg, backend: Optional[str] = BackendOpt, set_
     spec = _load(recipe, set_)
     data = prepare_data(spec, read_hub=False)
     requested = backend or spec.backend
-    chosen = checked_backend(spec, requested, here=False)
-    label = chosen.name if requested != "auto" else f"auto -> {chosen.name}"
+    chosen = checked_backend(spec, requested, here=False)  # exit 2: that backend can never run this recipe
     if requested == "auto":
-        try:
-            chosen = choose_backend(spec, "auto", here=True)
-            label = f"auto -> {chosen.name}"
-        except BackendUnavailable:
-            pass
+        with contextlib.suppress(BackendUnavailable):
+            chosen = choose_backend(spec, "auto", here=True)  # prefer one that runs on this machine
+    label = chosen.name if requested != "auto" else f"auto -> {chosen.name}"
     missing_here = chosen.check(spec, here=True)
     out.print(f"[green]valid[/]: {recipe}")
     out.print(f"  model: {spec.model.name_or_path} ({spec.adapter.type}, {spec.training.method})")
