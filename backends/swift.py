@@ -185,7 +185,7 @@ class SwiftBackend:
 
     @staticmethod
     def _after_training(spec: JobSpec) -> str:
-        if spec.output.save in ("merged", "both") and spec.adapter.type != "full":
+        if wants_merge(spec):
             return ("# then unifier merges adapter/ into the base model in model.dtype (peft merge_and_unload) -> merged/,\n"
                     "# as the peft and unsloth backends do\n")
         return ""
@@ -206,7 +206,7 @@ class SwiftBackend:
         checkpoint = last_checkpoint(native)
         details = {"checkpoint": str(checkpoint), "process_mode": "subprocess (torchrun)" if multi_process else "in-process"}
         copy_outputs(checkpoint, spec, run_dir)
-        if spec.output.save in ("merged", "both") and spec.adapter.type != "full":
+        if wants_merge(spec):
             details["merged"] = merge_outputs(spec, run_dir)
         if multi_process:
             details["rank_check"] = verify_ranks(native, spec)
@@ -337,6 +337,10 @@ def copy_outputs(checkpoint: Path, spec: JobSpec, run_dir: Path) -> None:
     template = hf_args.chat_template_file(spec)
     if template:
         shutil.copy2(template, target / "chat_template.jinja")
+
+
+def wants_merge(spec: JobSpec) -> bool:
+    return spec.output.save in ("merged", "both") and spec.adapter.type != "full"
 
 
 def merge_outputs(spec: JobSpec, run_dir: Path) -> str:
