@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 PIP := $(PY) -m pip
 STAMP := $(VENV)/.unifier-installed
 
-.PHONY: setup demo test test-fast gpu-check clean
+.PHONY: setup demo lint test test-fast gpu-check clean
 
 setup: $(STAMP)
 
@@ -21,10 +21,14 @@ $(STAMP): pyproject.toml constraints/cpu.txt
 demo: setup
 	$(VENV)/bin/unify demo
 
-test: setup
+lint: setup
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+
+test: lint
 	$(VENV)/bin/python -m pytest -q -p no:cacheprovider
 
-test-fast: setup
+test-fast: lint
 	$(VENV)/bin/python -m pytest -q -p no:cacheprovider -m "not slow"
 
 gpu-check: setup

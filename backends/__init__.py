@@ -1,20 +1,16 @@
-"""Backend registry: adding a backend means adding one module and one entry here."""
-from __future__ import annotations
+"""unifier's backends, installed as `unifier.backends` (the folder sits at the top of the repository).
 
-import importlib
+The list of backends is backends/registry.py; each backend is one module there.
+"""
 
-from unifier.errors import UserError
+if (
+    __name__ != "unifier.backends"
+):  # `import backends` from a checkout would load a second copy of every module
+    raise ImportError(
+        "the 'backends' folder is the package 'unifier.backends': import unifier.backends instead "
+        "(install the project with `make setup` or `pip install -e .`)"
+    )
 
-# name -> module that defines BACKEND (the order `unify backends` lists them in; `backend: auto`
-# chooses in unifier.core.choose_backend)
-REGISTRY = {"unsloth": "unsloth", "peft": "peft", "swift": "swift"}
+from .registry import all_backends, get_backend
 
-
-def get_backend(name: str):
-    if name not in REGISTRY:
-        raise UserError(f"unknown backend '{name}'", hint=f"choose one of: {', '.join(REGISTRY)}, auto")
-    return importlib.import_module(f"{__name__}.{REGISTRY[name]}").BACKEND
-
-
-def all_backends():
-    return [get_backend(name) for name in REGISTRY]
+__all__ = ["all_backends", "get_backend"]

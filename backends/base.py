@@ -1,24 +1,37 @@
-"""The surface every backend implements: capabilities, check, plan, run.
+"""The contract every backend implements, and the pieces all of them share.
 
-check() and plan() import nothing heavy: they read the spec and the capability table only, so
-`unify validate`, `unify plan` and `unify backends` stay fast. run() does the heavy imports.
+A backend is a class derived from `Backend`, named in backends/registry.py. Its surface:
 
-check(spec, here=True) answers "can this backend run the spec on this machine?" (missing packages, no GPU
-included); check(spec, here=False) answers only "can this backend ever run the spec?", which is what
-`unify plan` needs to choose a backend for a recipe meant for another machine.
+- `capabilities`: what it can do at all, checked against a spec before anything heavy is imported;
+- `check(spec, here)`: every reason it cannot run the spec (here=True adds what this machine lacks:
+  packages, a GPU), cheap and import-free;
+- `translate_<section>(ctx)` for each of SECTIONS: the pure translation of one spec section into the
+  backend's native terms (keyword arguments or command-line flags), named the same in every backend;
+- `assemble(ctx, fragments)`: the fragments into a closed `Plan` (backends/plan.py);
+- `run(plan)`: the heavy part; it receives nothing but the plan.
+
+`plan(ctx)` is the same for every backend: translate each section, then assemble.
 """
+
 from __future__ import annotations
 
 import importlib.util
 import json
 import pprint
+from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, ClassVar
 
+from unifier.environment import cuda_visible
+from unifier.model_info import ModelInfo
+from unifier.runfolder import RunFolder
 from unifier.spec import JobSpec
 
-STEPS = Path(__file__).with_name("trl_steps.py")
+from .plan import Plan
+from .registry import BackendEntry
+
+SECTIONS = ("model", "adapter", "quantization", "data", "optimisation", "compute", "output")
 
 
 @dataclass(frozen=True)
@@ -34,36 +47,48 @@ class Capabilities:
     multi_node: bool = False
     dora: bool = True
     rslora: bool = True
-    packing: bool = True
+    packing: str = "yes"  # "yes", "no", or where it works ("GPU only")
     notes: tuple[str, ...] = ()
 
     def as_rows(self) -> dict[str, str]:
         procs = "any" if self.max_processes is None else str(self.max_processes)
+        multi_node = "yes" if self.multi_node else "no"
         return {
             "adapters": ", ".join(self.adapters),
             "quantization": ", ".join(f"{b}-bit" for b in self.quant_bits) or "none",
             "methods": ", ".join(self.methods),
-            "distributed": f"{', '.join(self.strategies)}; processes: {procs}; multi-node: {'yes' if self.multi_node else 'no'}",
+            "distributed": f"{', '.join(self.strategies)}; processes: {procs}; multi-node: {multi_node}",
             "dora / rslora": f"{'yes' if self.dora else 'no'} / {'yes' if self.rslora else 'no'}",
-            "packing": "yes" if self.packing else "no",
+            "packing": self.packing,
         }
 
 
-@dataclass
-class Plan:
-    """A pure translation of a spec for one backend: printable, testable, runnable."""
+@dataclass(frozen=True)
+class PlanContext:
+    """Everything a translation may read: the spec and what unifier resolved for it (pure values)."""
 
-    backend: str
-    run_dir: str
-    kind: str  # "python" (call arguments + a standalone script) or "command" (argv + environment)
-    payload: dict[str, Any]
-    script: str = ""  # the standalone program or shell command a user can run without unifier
+    spec: JobSpec
+    folder: RunFolder
+    data_kind: str  # chat | text | preference
+    device: str  # where the job trains: cpu | cuda
+    model: ModelInfo
+    target_modules: tuple[str, ...] | None  # the modules LoRA adapts; None: all-linear not resolvable yet
+    resume_from: str | None = None  # a checkpoint folder to continue from
 
-    def render(self) -> str:
-        return self.script
+    @property
+    def on_cpu(self) -> bool:
+        return self.device == "cpu"
 
-    def to_json(self) -> dict[str, Any]:
-        return {"backend": self.backend, "kind": self.kind, "payload": self.payload}
+    @property
+    def has_eval(self) -> bool:
+        return bool(self.spec.data.eval or self.spec.data.eval_split)
+
+    @property
+    def multi_process(self) -> bool:
+        return self.spec.compute.world_size > 1
+
+    def options(self, backend: str) -> dict[str, Any]:
+        return dict(self.spec.backend_options.get(backend, {}))
 
 
 @dataclass
@@ -72,18 +97,83 @@ class RunResult:
     backend_details: dict[str, Any] = field(default_factory=dict)
 
 
-class Backend(Protocol):
-    name: str
-    description: str
-    requires: tuple[str, ...]  # importable module names the backend needs
-    pip_extra: str
-    capabilities: Capabilities
+class Backend(ABC):
+    """One backend. Subclasses set the class attributes and implement the abstract methods."""
 
-    def check(self, spec: JobSpec, here: bool = True) -> list[str]: ...
+    capabilities: ClassVar[Capabilities]
+    requires: ClassVar[tuple[str, ...]]  # importable module names the backend needs to run
+    # backend_options.<name> keys it reads (None: any key, passed through as a native flag)
+    option_groups: ClassVar[tuple[str, ...] | None] = ()
 
-    def plan(self, spec: JobSpec, run_dir: str) -> Plan: ...
+    def __init__(self, entry: BackendEntry):
+        self.entry = entry
 
-    def run(self, plan: Plan, spec: JobSpec) -> RunResult: ...
+    @property
+    def name(self) -> str:
+        return self.entry.name
+
+    @property
+    def description(self) -> str:
+        return self.entry.description
+
+    @property
+    def pip_extra(self) -> str:
+        return self.entry.pip_extra
+
+    # ---- checks (cheap, no heavy imports) ----
+    def check(self, spec: JobSpec, here: bool = True) -> list[str]:
+        """Every reason this backend cannot run the spec (here=True: on this machine, as it is now)."""
+        problems = capability_problems(spec, self.capabilities, self.name)
+        problems += option_group_problems(spec, self)
+        problems += self.backend_problems(spec, here)
+        if here:
+            problems += machine_problems(spec, self.requires_for(spec), self.pip_extra)
+        return problems
+
+    def backend_problems(self, spec: JobSpec, here: bool) -> list[str]:
+        """What this backend refuses beyond its capability table (override where needed)."""
+        return []
+
+    def requires_for(self, spec: JobSpec) -> tuple[str, ...]:
+        return self.requires
+
+    # ---- translation (pure) ----
+    def plan(self, ctx: PlanContext) -> Plan:
+        fragments = {section: getattr(self, f"translate_{section}")(ctx) for section in SECTIONS}
+        return self.assemble(ctx, fragments)
+
+    @abstractmethod
+    def translate_model(self, ctx: PlanContext) -> Any: ...
+
+    @abstractmethod
+    def translate_adapter(self, ctx: PlanContext) -> Any: ...
+
+    @abstractmethod
+    def translate_quantization(self, ctx: PlanContext) -> Any: ...
+
+    @abstractmethod
+    def translate_data(self, ctx: PlanContext) -> Any: ...
+
+    @abstractmethod
+    def translate_optimisation(self, ctx: PlanContext) -> Any: ...
+
+    @abstractmethod
+    def translate_compute(self, ctx: PlanContext) -> Any: ...
+
+    @abstractmethod
+    def translate_output(self, ctx: PlanContext) -> Any: ...
+
+    @abstractmethod
+    def assemble(self, ctx: PlanContext, fragments: dict[str, Any]) -> Plan: ...
+
+    # ---- data views ----
+    def view_row(self, layout: str, row: dict) -> dict:
+        """One canonical row in a view layout this backend declared in its plan's data_views."""
+        raise NotImplementedError(f"{self.name} declares no data view '{layout}'")
+
+    # ---- running ----
+    @abstractmethod
+    def run(self, plan: Plan) -> RunResult: ...
 
 
 def missing_packages(modules: tuple[str, ...]) -> list[str]:
@@ -92,52 +182,93 @@ def missing_packages(modules: tuple[str, ...]) -> list[str]:
 
 def machine_problems(spec: JobSpec, modules: tuple[str, ...], extra: str) -> list[str]:
     """What this machine lacks for the spec: the backend's packages, and a GPU when the spec asks for one."""
-    from .hf_args import cuda_visible
-
     problems = []
     missing = missing_packages(modules)
     if missing:
         problems.append(f"missing packages: {', '.join(missing)} (pip install 'unifier[{extra}]')")
     if spec.compute.device == "cuda" and not cuda_visible():
-        problems.append("compute.device is 'cuda' but no CUDA device is visible on this machine "
-                        "(set compute.device: auto or cpu to train here)")
+        problems.append(
+            "compute.device is 'cuda' but no CUDA device is visible on this machine "
+            "(set compute.device: auto or cpu to train here)"
+        )
     return problems
+
+
+def trains_on_cpu(spec: JobSpec, here: bool) -> bool:
+    """For check(): compute.device cpu always counts; 'auto' counts only when judging this machine."""
+    return spec.compute.device == "cpu" or (here and spec.compute.device == "auto" and not cuda_visible())
 
 
 def capability_problems(spec: JobSpec, caps: Capabilities, backend: str) -> list[str]:
     """Everything in the spec this backend's capability table rules out."""
     problems = []
     if spec.adapter.type not in caps.adapters:
-        problems.append(f"adapter.type '{spec.adapter.type}' is not supported by {backend} (supported: {', '.join(caps.adapters)})")
+        problems.append(
+            f"adapter.type '{spec.adapter.type}' is not supported by {backend} "
+            f"(supported: {', '.join(caps.adapters)})"
+        )
     if spec.quantization.bits is not None and spec.quantization.bits not in caps.quant_bits:
         problems.append(f"quantization.bits {spec.quantization.bits} is not supported by {backend}")
     if spec.training.method not in caps.methods:
-        problems.append(f"training.method '{spec.training.method}' is not supported by {backend} (supported: {', '.join(caps.methods)})")
+        problems.append(
+            f"training.method '{spec.training.method}' is not supported by {backend} "
+            f"(supported: {', '.join(caps.methods)})"
+        )
     if spec.adapter.use_dora and not caps.dora:
         problems.append(f"adapter.use_dora is not supported by {backend}")
     if spec.adapter.use_rslora and not caps.rslora:
         problems.append(f"adapter.use_rslora is not supported by {backend}")
-    if spec.data.packing and not caps.packing:
+    if spec.data.packing and caps.packing == "no":
         problems.append(f"data.packing is not supported by {backend}")
     world = spec.compute.world_size
     if caps.max_processes is not None and world > caps.max_processes:
-        problems.append(f"compute: {world} processes requested, {backend} runs at most {caps.max_processes}; "
-                        "use the swift backend for multi-GPU or multi-node training")
+        problems.append(
+            f"compute: {world} processes requested, {backend} runs at most {caps.max_processes}; "
+            "use the swift backend for multi-GPU or multi-node training"
+        )
     if spec.compute.nnodes > 1 and not caps.multi_node:
-        problems.append(f"compute.nnodes {spec.compute.nnodes}: {backend} does not support multi-node training")
+        problems.append(
+            f"compute.nnodes {spec.compute.nnodes}: {backend} does not support multi-node training"
+        )
     if world > 1 and spec.compute.strategy not in caps.strategies:
-        problems.append(f"compute.strategy '{spec.compute.strategy}' is not supported by {backend} (supported: {', '.join(caps.strategies)})")
+        problems.append(
+            f"compute.strategy '{spec.compute.strategy}' is not supported by {backend} "
+            f"(supported: {', '.join(caps.strategies)})"
+        )
     return problems
+
+
+def option_group_problems(spec: JobSpec, backend: Backend) -> list[str]:
+    groups = backend.option_groups
+    options = spec.backend_options.get(backend.name, {})
+    if groups is None:
+        return []
+    problems = []
+    for key, value in options.items():
+        if key not in groups:
+            known = ", ".join(groups) or "none"
+            problems.append(
+                f"backend_options.{backend.name}.{key}: {backend.name} reads no such option group "
+                f"(known: {known})"
+            )
+        elif not isinstance(value, dict):
+            problems.append(f"backend_options.{backend.name}.{key}: expected a mapping of keyword arguments")
+    return problems
+
+
+def render_program(program: Path, library: Path, config: dict) -> str:
+    """The program's source with CONFIG filled in and the shared library inlined: a standalone script."""
+    shared = library.read_text(encoding="utf-8")
+    source = (
+        "\n".join(
+            shared if line.endswith("# unifier:inline") else line
+            for line in program.read_text(encoding="utf-8").splitlines()
+        )
+        + "\n"
+    )
+    literal = "CONFIG: dict = " + pprint.pformat(json.loads(json.dumps(config)), width=110, sort_dicts=False)
+    return source.replace("CONFIG: dict = {}", literal, 1)
 
 
 def write_json(path: Path, data: Any) -> None:
     path.write_text(json.dumps(data, indent=2, default=str) + "\n", encoding="utf-8")
-
-
-def render_program(program: Path, config: dict) -> str:
-    """The program's source with CONFIG filled in and shared steps inlined: a standalone script."""
-    steps = STEPS.read_text(encoding="utf-8")
-    source = "\n".join(steps if line.endswith("# unifier:inline") else line
-                       for line in program.read_text(encoding="utf-8").splitlines()) + "\n"
-    literal = "CONFIG: dict = " + pprint.pformat(json.loads(json.dumps(config)), width=110, sort_dicts=False)
-    return source.replace("CONFIG: dict = {}", literal, 1)

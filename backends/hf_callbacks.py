@@ -1,4 +1,6 @@
-"""Trainer callback that writes unifier's common metrics.jsonl (imported only while training)."""
+"""Trainer callbacks unifier attaches on every backend (imported only while training): metrics.jsonl,
+progress, the parity probe."""
+
 from __future__ import annotations
 
 import json
@@ -32,9 +34,14 @@ class MetricsCallback(TrainerCallback):
         steps = max(state.global_step - self._last_step, 1)
         step_time = (now - self._last_time) / steps if self._last_time and "loss" in logs else None
         record = metrics_record(
-            step=state.global_step, epoch=state.epoch, loss=logs.get("loss"), learning_rate=logs.get("learning_rate"),
-            grad_norm=logs.get("grad_norm"), tokens_seen=getattr(state, "num_input_tokens_seen", None) or None,
-            step_time=step_time, eval_loss=logs.get("eval_loss"),
+            step=state.global_step,
+            epoch=state.epoch,
+            loss=logs.get("loss"),
+            learning_rate=logs.get("learning_rate"),
+            grad_norm=logs.get("grad_norm"),
+            tokens_seen=getattr(state, "num_input_tokens_seen", None) or None,
+            step_time=step_time,
+            eval_loss=logs.get("eval_loss"),
             extra={k: v for k, v in logs.items() if k.startswith("rewards/")},
         )
         if "loss" in logs:
@@ -56,10 +63,24 @@ class RichProgressCallback(TrainerCallback):
         if not state.is_world_process_zero:
             return
         from rich.console import Console
-        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+        from rich.progress import (
+            BarColumn,
+            MofNCompleteColumn,
+            Progress,
+            TextColumn,
+            TimeElapsedColumn,
+            TimeRemainingColumn,
+        )
 
-        self.progress = Progress(TextColumn("training"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[loss]}"),
-                                 TimeElapsedColumn(), TimeRemainingColumn(), console=Console(stderr=True))
+        self.progress = Progress(
+            TextColumn("training"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TextColumn("{task.fields[loss]}"),
+            TimeElapsedColumn(),
+            TimeRemainingColumn(),
+            console=Console(stderr=True),
+        )
         self.task = self.progress.add_task("train", total=state.max_steps, loss="")
         self.progress.start()
 
@@ -69,7 +90,11 @@ class RichProgressCallback(TrainerCallback):
 
     def on_log(self, args, state, control, logs=None, **kwargs):
         if self.progress is not None and logs:
-            parts = [f"{key} {logs[key]:.4f}" for key in ("loss", "eval_loss") if isinstance(logs.get(key), (int, float))]
+            parts = [
+                f"{key} {logs[key]:.4f}"
+                for key in ("loss", "eval_loss")
+                if isinstance(logs.get(key), (int, float))
+            ]
             if parts:
                 self.progress.update(self.task, loss=", ".join(parts))
 
@@ -92,8 +117,13 @@ class ProbeCallback(TrainerCallback):
         record_train_start(self.folder, model, train_dataloader)
 
 
-def unifier_callbacks(run_dir: str, probe: bool) -> list[TrainerCallback]:
-    callbacks: list[TrainerCallback] = [MetricsCallback(Path(run_dir) / "metrics.jsonl"), RichProgressCallback()]
-    if probe:
-        callbacks.append(ProbeCallback(Path(run_dir) / "probe"))
-    return callbacks
+CALLBACK_FACTORIES = {
+    "metrics": lambda paths: MetricsCallback(paths["metrics_file"]),
+    "progress": lambda paths: RichProgressCallback(),
+    "probe": lambda paths: ProbeCallback(paths["probe_dir"]),
+}
+
+
+def build_callbacks(names: tuple[str, ...], paths: dict[str, str]) -> list[TrainerCallback]:
+    """The callbacks a plan names, built on the run folder's paths (the plan's CONFIG carries them)."""
+    return [CALLBACK_FACTORIES[name](paths) for name in names]

@@ -4,7 +4,7 @@
 import json
 import sys
 
-from unifier.backends.trl_steps import build_trainer, load_data, save_outputs  # unifier:inline
+from unifier.backends.inline_library import build_trainer, load_data, save_outputs, train  # unifier:inline
 
 CONFIG: dict = {}
 
@@ -13,15 +13,19 @@ def load_model_and_tokenizer(config):
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer, BitsAndBytesConfig
 
-    tokenizer = AutoTokenizer.from_pretrained(config["model"], revision=config["revision"],
-                                              trust_remote_code=config["trust_remote_code"])
+    tokenizer = AutoTokenizer.from_pretrained(
+        config["model"], revision=config["revision"], trust_remote_code=config["trust_remote_code"]
+    )
     if config["chat_template_file"]:
         with open(config["chat_template_file"], encoding="utf-8") as handle:
             tokenizer.chat_template = handle.read()
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
-    kwargs = dict(revision=config["revision"], trust_remote_code=config["trust_remote_code"],
-                  dtype=getattr(torch, config["dtype"]))
+    kwargs = dict(
+        revision=config["revision"],
+        trust_remote_code=config["trust_remote_code"],
+        dtype=getattr(torch, config["dtype"]),
+    )
     quant = config["quantization"]
     if quant:
         quant = dict(quant)
@@ -36,7 +40,9 @@ def add_adapter(model, config):
     from peft import LoraConfig, get_peft_model, prepare_model_for_kbit_training
 
     if config["quantization"]:
-        model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=config["gradient_checkpointing"])
+        model = prepare_model_for_kbit_training(
+            model, use_gradient_checkpointing=config["gradient_checkpointing"]
+        )
     if config["lora"] is None:  # full fine-tuning
         return model
     return get_peft_model(model, LoraConfig(task_type="CAUSAL_LM", **config["lora"]))
@@ -48,9 +54,9 @@ def main(config, callbacks=()):
     set_seed(config["seed"])  # before the model and adapter are built: the LoRA init depends on it
     model, tokenizer = load_model_and_tokenizer(config)
     model = add_adapter(model, config)
-    train, evaluation = load_data(config)
-    trainer = build_trainer(config, model, tokenizer, train, evaluation, callbacks)
-    result = trainer.train()
+    train_rows, eval_rows = load_data(config)
+    trainer = build_trainer(config, model, tokenizer, train_rows, eval_rows, callbacks)
+    result = train(config, trainer)
     save_outputs(config, trainer, tokenizer)
     return trainer, result
 

@@ -5,6 +5,7 @@ comparable: the first tokenized samples exactly as the data collator returns the
 labels, and position_ids where the collator makes them, as it does for packed rows), the trainable
 parameter names and sizes, and the initial trainable weights.
 """
+
 from __future__ import annotations
 
 import json
@@ -23,7 +24,9 @@ def record_train_start(folder: str, model, train_dataloader) -> None:
     with open(os.path.join(folder, "trainable.json"), "w") as handle:
         json.dump({"count": sum(sizes.values()), "parameters": sizes}, handle, indent=1)
     if sum(sizes.values()) < 50_000_000:  # adapters; a full model's initial weights are its checkpoint
-        tensors = {_canonical(n): p.detach().to(torch.float32).cpu().contiguous() for n, p in trainable.items()}
+        tensors = {
+            _canonical(n): p.detach().to(torch.float32).cpu().contiguous() for n, p in trainable.items()
+        }
         save_file(tensors, os.path.join(folder, "initial_trainable.safetensors"))
     dataset, collate = train_dataloader.dataset, train_dataloader.collate_fn
     with open(os.path.join(folder, "samples.jsonl"), "w") as handle:
@@ -36,9 +39,14 @@ def _token_fields(batch) -> dict:
     or each trainer's own preference layout (trl: prompt_/chosen_/rejected_input_ids)."""
     import torch
 
-    return {key: value[0].tolist() for key, value in batch.items()
-            if isinstance(value, torch.Tensor) and not value.is_floating_point() and value.dim() >= 1
-            and not key.endswith("attention_mask")}
+    return {
+        key: value[0].tolist()
+        for key, value in batch.items()
+        if isinstance(value, torch.Tensor)
+        and not value.is_floating_point()
+        and value.dim() >= 1
+        and not key.endswith("attention_mask")
+    }
 
 
 def _canonical(name: str) -> str:

@@ -1,12 +1,37 @@
-# ms-swift external plugin used by unifier for multi-process runs (`--external_plugins`, `--callbacks
-# unifier_rank_check`). At the end of training every rank writes a digest of its trainable weights, so
-# unifier can prove that the ranks trained one model together (DDP) and not independent copies.
-# With output.probe: true it also records the first tokenized samples and initial trainable weights.
+# ms-swift external plugin of unifier (`--external_plugins this_file --callbacks unifier_metrics ...`).
+# It gives an ms-swift run the same callbacks as the other backends, on the run folder named by
+# UNIFIER_RUN_DIR (paths from unifier.runfolder.RunFolder):
+#   unifier_metrics     metrics.jsonl in unifier's schema, written by the main process while training
+#   unifier_rank_check  at the end, every rank writes a digest of its trainable weights, so unifier can prove
+#                       that the ranks trained one model together (DDP) and not independent copies
+#   unifier_probe       output.probe: the first tokenized samples, trainable parameters, initial weights
 import hashlib
 import json
 import os
 
 from swift.callbacks import TrainerCallback, callbacks_map
+
+from unifier.runfolder import RunFolder
+
+
+def run_folder() -> RunFolder:
+    return RunFolder(os.environ["UNIFIER_RUN_DIR"])
+
+
+class MetricsCallback(TrainerCallback):
+    def __init__(self, args, trainer):
+        super().__init__(args, trainer)
+        from unifier.backends.hf_callbacks import MetricsCallback as Writer
+
+        self.writer = Writer(run_folder().metrics) if int(os.environ.get("RANK", 0)) == 0 else None
+
+    def on_train_begin(self, args, state, control, **kwargs):
+        if self.writer is not None:
+            self.writer.on_train_begin(args, state, control, **kwargs)
+
+    def on_log(self, args, state, control, logs=None, **kwargs):
+        if self.writer is not None:
+            self.writer.on_log(args, state, control, logs=logs, **kwargs)
 
 
 class RankWeightsCallback(TrainerCallback):
@@ -29,7 +54,7 @@ class RankWeightsCallback(TrainerCallback):
             "global_step": state.global_step,
             "trainable_digest": digest.hexdigest(),
         }
-        folder = os.path.join(args.output_dir, "unifier_ranks")
+        folder = run_folder().ranks
         os.makedirs(folder, exist_ok=True)
         with open(os.path.join(folder, f"rank{record['rank']}.json"), "w") as handle:
             json.dump(record, handle)
@@ -42,9 +67,9 @@ class ProbeCallback(TrainerCallback):
         from unifier.backends.probe import record_train_start
 
         if int(os.environ.get("RANK", 0)) == 0:
-            folder = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(args.output_dir))), "probe")
-            record_train_start(folder, model, train_dataloader)
+            record_train_start(str(run_folder().probe), model, train_dataloader)
 
 
+callbacks_map["unifier_metrics"] = MetricsCallback
 callbacks_map["unifier_rank_check"] = RankWeightsCallback
 callbacks_map["unifier_probe"] = ProbeCallback

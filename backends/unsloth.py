@@ -5,123 +5,169 @@ use_gradient_checkpointing="unsloth"): every one of them is passed explicitly. I
 path (no CUDA: stock transformers + peft + trl underneath) accept different keywords; the plan passes
 only keywords that are named parameters of both (tests/test_unsloth_contract.py checks this).
 """
+
 from __future__ import annotations
 
 import importlib.util
 import os
 from pathlib import Path
+from typing import Any, ClassVar
 
+from unifier.builtin import cache_root
 from unifier.errors import UserError
 from unifier.spec import JobSpec
-from unifier.tiny import cache_root, resolve_model_ref
 
-from . import hf_args
-from .base import Capabilities, Plan, RunResult, capability_problems, machine_problems, render_program
+from . import trl_config
+from .base import Capabilities, PlanContext, trains_on_cpu
+from .plan import Plan
+from .trl_backend import TrlBackend, target_module_notes
 
-PROGRAM = Path(__file__).with_name("unsloth_program.py")
 # the versions tests/test_unsloth_contract.py was written against
 CONTRACT_VERSIONS = {"unsloth": "2026.10.9", "unsloth_zoo": "2026.10.9"}
-LINEAR_MODULES = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
 
 
-class UnslothBackend:
-    name = "unsloth"
-    description = "unsloth FastLanguageModel + trl: fastest single-GPU LoRA/QLoRA, dynamic 4-bit checkpoints"
+class UnslothBackend(TrlBackend):
     requires = ("torch", "transformers", "peft", "trl", "unsloth", "unsloth_zoo")
-    pip_extra = "unsloth"
+    option_groups = ("from_pretrained", "get_peft_model", "trainer_args")
+    option_targets: ClassVar[dict[str, str]] = {
+        "from_pretrained": "from_pretrained",
+        "get_peft_model": "lora",
+        "trainer_args": "trainer_args",
+    }
+    program_module = "unifier.backends.unsloth_program"
+    script_name = "train_unsloth.py"
     capabilities = Capabilities(
-        quant_bits=(4,), methods=("sft", "dpo"), strategies=("ddp",), max_processes=1, dora=False,
-        notes=("multi-GPU: unsloth's DDP support is not verified here; use the swift backend",
-               "4-bit is always NF4 with double quantization (unsloth fixes both)",
-               "CPU: no packing (unsloth turns it off silently, so unifier refuses it); adamw_torch runs fused"),
+        quant_bits=(4,),
+        methods=("sft", "dpo"),
+        strategies=("ddp",),
+        max_processes=1,
+        dora=False,
+        packing="GPU only",
+        notes=(
+            "multi-GPU: unsloth's DDP support is not verified here; use the swift backend",
+            "4-bit is always NF4 with double quantization (unsloth fixes both)",
+            "CPU: no packing (unsloth turns it off silently, so unifier refuses it); adamw_torch runs fused",
+        ),
     )
 
-    def check(self, spec: JobSpec, here: bool = True) -> list[str]:
-        problems = capability_problems(spec, self.capabilities, self.name)
+    def backend_problems(self, spec: JobSpec, here: bool) -> list[str]:
+        problems = []
         q = spec.quantization
         if q.bits == 4 and (q.quant_type != "nf4" or not q.double_quant):
-            problems.append("unsloth quantizes 4-bit as NF4 with double quantization: set quantization.quant_type: nf4 "
-                            "and quantization.double_quant: true")
-        if spec.data.packing and hf_args.trains_on_cpu(spec, here):
-            problems.append("data.packing: unsloth's CPU path turns packing off silently; set data.packing: false on CPU")
+            problems.append(
+                "unsloth quantizes 4-bit as NF4 with double quantization: set quantization.quant_type: nf4 "
+                "and quantization.double_quant: true"
+            )
+        if q.bits and q.compute_dtype not in (None, spec.model.dtype):
+            problems.append(
+                f"quantization.compute_dtype {q.compute_dtype}: unsloth computes 4-bit matmuls in model.dtype "
+                f"({spec.model.dtype}); remove quantization.compute_dtype or set it to {spec.model.dtype}"
+            )
+        if spec.data.packing and trains_on_cpu(spec, here):
+            problems.append(
+                "data.packing: unsloth's CPU path turns packing off silently; set data.packing: false on CPU"
+            )
         if spec.training.method == "dpo" and spec.adapter.type == "full":
             problems.append("DPO with full fine-tuning is not supported by the unsloth backend here")
-        if not here:
-            return problems
-        return problems + machine_problems(spec, self.requires, self.pip_extra)
+        return problems
 
-    def resolve_model_name(self, spec: JobSpec) -> tuple[str, str | None]:
-        """Dynamic 4-bit: a hub name maps to unsloth's pre-quantized '-unsloth-bnb-4bit' twin, read offline."""
-        name = resolve_model_ref(spec.model.name_or_path)
-        if spec.quantization.bits != 4 or not spec.quantization.prequantized or Path(name).exists():
-            return name, None
-        twin = prequantized_twin(name)
-        return (twin, name) if twin else (name, None)
-
-    def config(self, spec: JobSpec, run_dir: str, data_kind: str = "chat") -> dict:
-        paths = hf_args.run_paths(run_dir)
-        a, q, m, t = spec.adapter, spec.quantization, spec.model, spec.training
-        model, original = self.resolve_model_name(spec)
-        has_eval = bool(spec.data.eval or spec.data.eval_split)
-        options = spec.options_for(self.name)
-        lora = None
-        if a.type != "full":
-            lora = {
-                "r": a.r, "lora_alpha": a.alpha, "lora_dropout": a.dropout,
-                "target_modules": LINEAR_MODULES if a.target_modules == "all-linear" else list(a.target_modules),
-                "bias": "none", "use_gradient_checkpointing": t.gradient_checkpointing, "random_state": t.seed,
-                "use_rslora": a.use_rslora, "modules_to_save": list(a.modules_to_save) or None,
-                "max_seq_length": m.max_seq_length, "loftq_config": None, "init_lora_weights": True,
-                **options.get("get_peft_model", {}),
-            }
+    # ---- translation ----
+    def translate_model(self, ctx: PlanContext) -> dict[str, Any]:
+        m = ctx.spec.model
+        name, original = resolve_model_name(ctx)
         return {
-            "model": model,
+            "model": name,
             "prequantized_from": original,
-            "from_pretrained": {
-                "max_seq_length": m.max_seq_length, "dtype": m.dtype,
-                "load_in_4bit": q.bits == 4, "load_in_8bit": False, "load_in_16bit": q.bits is None and a.type != "full",
-                "full_finetuning": a.type == "full", "trust_remote_code": m.trust_remote_code, "revision": m.revision,
-                "use_gradient_checkpointing": t.gradient_checkpointing, "use_exact_model_name": True,
-                **options.get("from_pretrained", {}),
-            },
-            "lora": lora,
-            "chat_template_file": hf_args.chat_template_file(spec),
-            "seed": t.seed,
-            "method": t.method,
-            "train_file": paths["train_file"],
-            "eval_file": paths["eval_file"] if has_eval else None,
-            "trainer_args": {**hf_args.trainer_args(spec, run_dir, data_kind=data_kind), **options.get("trainer_args", {})},
-            "adapter_dir": paths["adapter_dir"], "model_dir": paths["model_dir"], "merged_dir": paths["merged_dir"],
-            "save": spec.output.save, "revision": m.revision, "trust_remote_code": m.trust_remote_code, "dtype": m.dtype,
+            "revision": m.revision,
+            "trust_remote_code": m.trust_remote_code,
+            "dtype": m.dtype,
+            "chat_template_file": trl_config.chat_template_file(ctx),
+            "offline": ctx.model.is_local,
             "compile_cache": str(cache_root() / "unsloth_compiled_cache"),
-            "offline": Path(model).exists(),
+            "from_pretrained": {
+                "max_seq_length": m.max_seq_length,
+                "dtype": m.dtype,
+                "trust_remote_code": m.trust_remote_code,
+                "revision": m.revision,
+                "use_exact_model_name": True,
+            },
+            "trainer_args": {"max_length": m.max_seq_length},
         }
 
-    def plan(self, spec: JobSpec, run_dir: str, data_kind: str = "chat") -> Plan:
-        config = self.config(spec, run_dir, data_kind)
-        script = render_program(PROGRAM, config)
+    def translate_adapter(self, ctx: PlanContext) -> dict[str, Any]:
+        a, m = ctx.spec.adapter, ctx.spec.model
+        if a.type == "full":
+            return {"lora": None, "from_pretrained": {"full_finetuning": True}}
+        lora = {
+            "r": a.r,
+            "lora_alpha": a.alpha,
+            "lora_dropout": a.dropout,
+            "target_modules": trl_config.target_modules(ctx),
+            "bias": "none",
+            "use_rslora": a.use_rslora,
+            "modules_to_save": list(a.modules_to_save) or None,
+            "max_seq_length": m.max_seq_length,
+            "loftq_config": None,
+            "init_lora_weights": True,
+        }
+        return {"lora": lora, "from_pretrained": {"full_finetuning": False}}
+
+    def translate_quantization(self, ctx: PlanContext) -> dict[str, Any]:
+        q, a = ctx.spec.quantization, ctx.spec.adapter
+        return {
+            "from_pretrained": {
+                "load_in_4bit": q.bits == 4,
+                "load_in_8bit": False,
+                "load_in_16bit": q.bits is None and a.type != "full",
+            }
+        }
+
+    def translate_optimisation(self, ctx: PlanContext) -> dict[str, Any]:
+        t = ctx.spec.training
+        fragment = trl_config.optimisation_section(ctx)
+        fragment["from_pretrained"] = {"use_gradient_checkpointing": t.gradient_checkpointing}
+        if ctx.spec.adapter.type != "full":
+            fragment["lora"] = {
+                "use_gradient_checkpointing": t.gradient_checkpointing,
+                "random_state": t.seed,
+            }
+        return fragment
+
+    def notes(self, ctx: PlanContext, config: dict) -> tuple[str, ...]:
+        notes = target_module_notes(ctx)
         if config["prequantized_from"]:
-            script = f"# dynamic 4-bit: {config['prequantized_from']} -> {config['model']} (unsloth's mapper)\n" + script
-        return Plan(backend=self.name, run_dir=run_dir, kind="python", payload=config, script=script)
+            notes = (
+                f"dynamic 4-bit: {config['prequantized_from']} -> {config['model']} (unsloth's mapper)",
+                *notes,
+            )
+        return notes
 
-    def run(self, plan: Plan, spec: JobSpec) -> RunResult:
-        os.environ["UNSLOTH_COMPILE_LOCATION"] = plan.payload["compile_cache"]
-        from . import unsloth_program
-        from .hf_callbacks import unifier_callbacks
+    # ---- running ----
+    def prepare_process(self, plan: Plan) -> None:
+        os.environ["UNSLOTH_COMPILE_LOCATION"] = plan.program.config["compile_cache"]
 
-        callbacks = unifier_callbacks(plan.run_dir, spec.output.probe)
-        unsloth_program.main(plan.payload, callbacks=callbacks)
+    def details(self, plan: Plan) -> dict[str, Any]:
         import unsloth
         from unsloth import FastLanguageModel
 
         path = "cpu" if FastLanguageModel.__module__.startswith("unsloth._cpu") else "gpu"
-        script = Path(plan.run_dir) / "native" / "train_unsloth.py"
-        script.parent.mkdir(parents=True, exist_ok=True)
-        script.write_text(plan.script, encoding="utf-8")
-        return RunResult(native_command=f"python {script}",
-                         backend_details={"unsloth_path": path, "unsloth_version": unsloth.__version__,
-                                          "model_loaded": plan.payload["model"],
-                                          "prequantized_from": plan.payload["prequantized_from"]})
+        config = plan.program.config
+        return {
+            "unsloth_path": path,
+            "unsloth_version": unsloth.__version__,
+            "model_loaded": config["model"],
+            "prequantized_from": config["prequantized_from"],
+        }
+
+
+def resolve_model_name(ctx: PlanContext) -> tuple[str, str | None]:
+    """Dynamic 4-bit: a hub name maps to unsloth's pre-quantized '-unsloth-bnb-4bit' twin, read offline."""
+    name = ctx.model.location
+    q = ctx.spec.quantization
+    if q.bits != 4 or not q.prequantized or ctx.model.is_local:
+        return name, None
+    twin = prequantized_twin(name)
+    return (twin, name) if twin else (name, None)
 
 
 def prequantized_twin(name: str) -> str | None:
@@ -129,16 +175,18 @@ def prequantized_twin(name: str) -> str | None:
     spec = importlib.util.find_spec("unsloth")
     if spec is None or not spec.submodule_search_locations:
         return None
-    mapper = Path(list(spec.submodule_search_locations)[0]) / "models" / "mapper.py"
+    mapper = Path(next(iter(spec.submodule_search_locations))) / "models" / "mapper.py"
     namespace: dict = {}
     try:
         exec(compile(mapper.read_text(encoding="utf-8"), str(mapper), "exec"), namespace)
     except Exception as exc:  # a changed mapper must not break planning
-        raise UserError(f"could not read unsloth's model mapper {mapper}: {exc}",
-                        hint="set quantization.prequantized: false to load the name as written") from None
+        raise UserError(
+            f"could not read unsloth's model mapper {mapper}: {exc}",
+            hint="set quantization.prequantized: false to load the name as written",
+        ) from None
     table = namespace.get("FLOAT_TO_INT_MAPPER", {})
     twin = table.get(name) or table.get(name.lower())
     return twin if twin and twin.endswith("-unsloth-bnb-4bit") else None
 
 
-BACKEND = UnslothBackend()
+BACKEND_CLASS = UnslothBackend

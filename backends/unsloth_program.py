@@ -5,7 +5,7 @@ import json
 import os
 import sys
 
-from unifier.backends.trl_steps import build_trainer, load_data, save_outputs  # unifier:inline
+from unifier.backends.inline_library import build_trainer, load_data, save_outputs, train  # unifier:inline
 
 CONFIG: dict = {}
 
@@ -27,15 +27,17 @@ def load_model_and_tokenizer(config):
 
 def main(config, callbacks=()):
     os.environ.setdefault("UNSLOTH_COMPILE_LOCATION", config["compile_cache"])
-    os.environ.setdefault("HF_HUB_OFFLINE", "1" if config["offline"] else os.environ.get("HF_HUB_OFFLINE", "0"))
+    os.environ.setdefault(
+        "HF_HUB_OFFLINE", "1" if config["offline"] else os.environ.get("HF_HUB_OFFLINE", "0")
+    )
     import unsloth  # noqa: F401  (first: it patches transformers, trl and peft)
     from transformers import set_seed
 
     set_seed(config["seed"])  # before the model and adapter are built: the LoRA init depends on it
     model, tokenizer = load_model_and_tokenizer(config)
-    train, evaluation = load_data(config)
-    trainer = build_trainer(config, model, tokenizer, train, evaluation, callbacks)
-    result = trainer.train()
+    train_rows, eval_rows = load_data(config)
+    trainer = build_trainer(config, model, tokenizer, train_rows, eval_rows, callbacks)
+    result = train(config, trainer)
     save_outputs(config, trainer, tokenizer)
     return trainer, result
 

@@ -5,6 +5,7 @@
 Trains the tiny built-in model for 20 steps on CPU with the peft backend (about 15 s), then prints the
 loss curve from the run folder. Change `backend=` to "swift" or "unsloth" for the same job elsewhere.
 """
+
 import sys
 from pathlib import Path
 
@@ -14,8 +15,9 @@ RECIPE = Path(__file__).resolve().parent.parent / "recipes" / "tiny-cpu-sft.yaml
 
 
 def main(run_folder: str) -> None:
-    spec = unifier.load_spec(RECIPE, overrides=["training.max_steps=20", f"output.dir={run_folder}",
-                                                 "output.if_exists=overwrite"])
+    spec = unifier.load_spec(
+        RECIPE, overrides=["training.max_steps=20", f"output.dir={run_folder}", "output.if_exists=overwrite"]
+    )
     print(f"recipe: {spec.name}, {spec.adapter.type} r={spec.adapter.r}, lr={spec.training.learning_rate}")
 
     plan = unifier.plan(spec, backend="swift")  # pure: nothing is installed, read or written
@@ -26,8 +28,10 @@ def main(run_folder: str) -> None:
     except unifier.UserError as error:  # a mistake in the recipe or data: a message, never a traceback
         sys.exit(f"error: {error}")
     record = unifier.read_run(outcome.run_dir)
-    print(f"status: {record['status']}, backend: {record['backend']}, "
-          f"steps: {record['final_metrics']['steps']}, loss {outcome.losses[0]:.3f} -> {outcome.losses[-1]:.3f}")
+    print(
+        f"status: {record['status']}, backend: {record['backend']}, "
+        f"steps: {record['final_metrics']['steps']}, loss {outcome.losses[0]:.3f} -> {outcome.losses[-1]:.3f}"
+    )
     print(f"adapter: {outcome.run_dir / 'adapter'}")
 
 

@@ -1,4 +1,5 @@
 """Shared fixtures: the tiny local model, recipe writing, and running the real `unify` CLI."""
+
 from __future__ import annotations
 
 import json
@@ -19,11 +20,27 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 os.environ.setdefault("UNSLOTH_COMPILE_DISABLE", "0")
 
 
-def unify(*args: str, cwd: Path | None = None, timeout: int = 600, env: dict | None = None) -> subprocess.CompletedProcess:
+def unify(
+    *args: str, cwd: Path | None = None, timeout: int = 600, env: dict | None = None
+) -> subprocess.CompletedProcess:
     """Run the real CLI in its own process (backends patch libraries; one process each keeps them apart)."""
     exe = [sys.executable, "-m", "unifier.cli"]
-    return subprocess.run([*exe, *args], cwd=cwd, capture_output=True, text=True, timeout=timeout,
-                          env={**os.environ, **(env or {})})
+    return subprocess.run(
+        [*exe, *args],
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env={**os.environ, **(env or {})},
+    )
+
+
+def payload_of(plan: dict) -> dict:
+    """The backend-specific part of a plan's JSON: a Python program's CONFIG, or a command's argv and env."""
+    program = plan["program"]
+    if program["type"] == "ScriptProgram":
+        return {**program["config"], "data_kind": plan["data_kind"]}
+    return {"argv": program["argv"], "env": program["env"], "data_kind": plan["data_kind"]}
 
 
 def load_recipe(name: str = "tiny-cpu-sft.yaml") -> dict:
@@ -98,7 +115,9 @@ def assert_complete_run(folder: Path, backend: str, steps: int, artifact: str = 
         assert (folder / "adapter" / "adapter_model.safetensors").is_file()
         assert (folder / "adapter" / "tokenizer.json").is_file()
     else:
-        assert (folder / "model" / "model.safetensors").is_file() and (folder / "model" / "config.json").is_file()
+        assert (folder / "model" / "model.safetensors").is_file() and (
+            folder / "model" / "config.json"
+        ).is_file()
     return record
 
 
@@ -109,8 +128,12 @@ def adapter_changes_output(model_dir: Path, adapter_dir: Path, quantized: bool =
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     tokenizer = AutoTokenizer.from_pretrained(adapter_dir)
-    ids = tokenizer.apply_chat_template([{"role": "user", "content": "What is the capital of Peru?"}],
-                                        add_generation_prompt=True, return_tensors="pt", return_dict=True)["input_ids"]
+    ids = tokenizer.apply_chat_template(
+        [{"role": "user", "content": "What is the capital of Peru?"}],
+        add_generation_prompt=True,
+        return_tensors="pt",
+        return_dict=True,
+    )["input_ids"]
     base = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32).eval()
     with torch.no_grad():
         before = base(ids).logits
@@ -129,7 +152,9 @@ def merged_matches_adapter(model_dir: Path, folder: Path) -> float:
     assert "quantization_config" not in config, "merged/ must be a plain (not re-quantized) model"
     ids = torch.tensor([[1, 5, 9, 42, 77, 100, 3]])
     with torch.no_grad():
-        merged = AutoModelForCausalLM.from_pretrained(folder / "merged", dtype=torch.float32).eval()(ids).logits
+        merged = (
+            AutoModelForCausalLM.from_pretrained(folder / "merged", dtype=torch.float32).eval()(ids).logits
+        )
         base = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32)
         tuned = PeftModel.from_pretrained(base, folder / "adapter").eval()(ids).logits
     return float((merged - tuned).abs().max())

@@ -1,4 +1,5 @@
 """The ms-swift backend runs real `swift sft` / `swift rlhf` jobs on the tiny model (CPU, offline)."""
+
 import json
 import os
 import subprocess
@@ -6,10 +7,18 @@ import sys
 from pathlib import Path
 
 import pytest
+from unifier.backends.after_training import verify_ranks
+from unifier.backends.plan import CheckRanks
 
-from unifier.backends.swift import verify_ranks
-
-from .conftest import adapter_changes_output, assert_complete_run, merged_matches_adapter, read_jsonl, train, unify
+from .conftest import (
+    adapter_changes_output,
+    assert_complete_run,
+    merged_matches_adapter,
+    payload_of,
+    read_jsonl,
+    train,
+    unify,
+)
 
 pytestmark = pytest.mark.slow
 
@@ -24,7 +33,8 @@ def test_lora_run_and_the_printed_command_reproduces_it(tiny_recipe, tiny_model_
     record = assert_complete_run(folder, "swift", 10)
     assert record["versions"]["ms-swift"].startswith("4.")
     assert record["backend_details"]["process_mode"] == "in-process"
-    assert record["native_command"].lstrip().startswith("HF_HUB_OFFLINE=1 swift sft")
+    command = next(line for line in record["native_command"].splitlines() if not line.startswith("#"))
+    assert "HF_HUB_OFFLINE=1" in command and command.endswith("swift sft \\")
     assert adapter_changes_output(tiny_model_dir, folder / "adapter") > 1e-3
 
     # paste the printed command into a shell: the same per-step losses, without unifier
@@ -37,18 +47,27 @@ def test_lora_run_and_the_printed_command_reproduces_it(tiny_recipe, tiny_model_
     script = tmp_path / "train.sh"
     script.write_text("set -e\n" + plan.stdout)
     path = f"{Path(sys.executable).parent}:{os.environ['PATH']}"  # the venv's `swift` entry point
-    result = subprocess.run(["bash", str(script)], capture_output=True, text=True, cwd=tmp_path, env={**os.environ, "PATH": path})
+    result = subprocess.run(
+        ["bash", str(script)], capture_output=True, text=True, cwd=tmp_path, env={**os.environ, "PATH": path}
+    )
     assert result.returncode == 0, result.stderr[-3000:]
-    by_hand = losses(read_jsonl(again / "native" / "swift" / "logging.jsonl"))
+    by_hand = losses(read_jsonl(again / "checkpoints" / "logging.jsonl"))
     assert by_hand == pytest.approx(losses(read_jsonl(folder / "metrics.jsonl")), rel=1e-6)
 
 
 def test_qlora_nf4_on_cpu(tiny_recipe, tiny_model_dir):
-    folder = train(tiny_recipe({"training.max_steps": 6, "training.gradient_checkpointing": True}, base="tiny-cpu-qlora.yaml"), "swift")
+    folder = train(
+        tiny_recipe(
+            {"training.max_steps": 6, "training.gradient_checkpointing": True}, base="tiny-cpu-qlora.yaml"
+        ),
+        "swift",
+    )
     record = assert_complete_run(folder, "swift", 6)
-    argv = record["plan"]["payload"]["argv"]
+    argv = payload_of(record["plan"])["argv"]
     assert argv[argv.index("--gradient_checkpointing") + 1] == "true"
-    assert argv[argv.index("--quant_bits") + 1] == "4" and argv[argv.index("--bnb_4bit_quant_type") + 1] == "nf4"
+    assert (
+        argv[argv.index("--quant_bits") + 1] == "4" and argv[argv.index("--bnb_4bit_quant_type") + 1] == "nf4"
+    )
     assert adapter_changes_output(tiny_model_dir, folder / "adapter") > 1e-4
 
 
@@ -63,49 +82,92 @@ def test_qlora_merged_save_is_the_16_bit_base_plus_the_adapter(tiny_recipe, tiny
 
 
 def test_full_fine_tuning(tiny_recipe, tiny_model_dir):
-    folder = train(tiny_recipe({"adapter.type": "full", "training.max_steps": 5, "training.learning_rate": 1e-3}), "swift")
+    folder = train(
+        tiny_recipe({"adapter.type": "full", "training.max_steps": 5, "training.learning_rate": 1e-3}),
+        "swift",
+    )
     assert_complete_run(folder, "swift", 5, artifact="model")
     from safetensors.torch import load_file
 
-    tuned, base = load_file(folder / "model" / "model.safetensors"), load_file(tiny_model_dir / "model.safetensors")
+    tuned, base = (
+        load_file(folder / "model" / "model.safetensors"),
+        load_file(tiny_model_dir / "model.safetensors"),
+    )
     assert any((tuned[k] - base[k]).abs().max() > 0 for k in base)
 
 
 def test_two_process_cpu_run_is_really_data_parallel(tiny_recipe):
-    recipe = tiny_recipe({"training.max_steps": 4, "training.per_device_batch_size": 2, "compute.nproc_per_node": 2,
-                          "compute.master_port": 29731})
+    recipe = tiny_recipe(
+        {
+            "training.max_steps": 4,
+            "training.per_device_batch_size": 2,
+            "compute.nproc_per_node": 2,
+            "compute.master_port": 29731,
+        }
+    )
     folder = train(recipe, "swift")
     record = assert_complete_run(folder, "swift", 4)
     check = record["backend_details"]["rank_check"]
     assert check == {"ranks": 2, "world_size": 2, "identical_weights": True, "process_group_backend": "gloo"}
     assert "NPROC_PER_NODE=2" in record["native_command"] and "--use_cpu true" in record["native_command"]
     # FSDP2 over the same two processes trains the same model (full sharding, gloo on CPU)
-    sharded = train(tiny_recipe({"training.max_steps": 4, "training.per_device_batch_size": 2, "compute.nproc_per_node": 2,
-                                 "compute.master_port": 29733, "compute.strategy": "fsdp2", "name": "fsdp2"}, name="fsdp2.yaml"), "swift")
+    sharded = train(
+        tiny_recipe(
+            {
+                "training.max_steps": 4,
+                "training.per_device_batch_size": 2,
+                "compute.nproc_per_node": 2,
+                "compute.master_port": 29733,
+                "compute.strategy": "fsdp2",
+                "name": "fsdp2",
+            },
+            name="fsdp2.yaml",
+        ),
+        "swift",
+    )
     sharded_record = assert_complete_run(sharded, "swift", 4)
-    assert "--fsdp fsdp2" in sharded_record["native_command"] and sharded_record["backend_details"]["rank_check"]["ranks"] == 2
-    assert losses(read_jsonl(sharded / "metrics.jsonl")) == pytest.approx(losses(read_jsonl(folder / "metrics.jsonl")), rel=1e-5)
+    assert (
+        "--fsdp fsdp2" in sharded_record["native_command"]
+        and sharded_record["backend_details"]["rank_check"]["ranks"] == 2
+    )
+    assert losses(read_jsonl(sharded / "metrics.jsonl")) == pytest.approx(
+        losses(read_jsonl(folder / "metrics.jsonl")), rel=1e-5
+    )
 
 
-def test_rank_check_fails_loudly_on_independent_copies(tiny_recipe, tmp_path):
-    from unifier.spec.loading import load_spec
-
-    spec = load_spec(tiny_recipe({"compute.nproc_per_node": 2}))
+def test_rank_check_fails_loudly_on_independent_copies(tmp_path):
+    step = CheckRanks(ranks_dir=str(tmp_path / "unifier_ranks"), expected_ranks=2, world_size=2)
     ranks = tmp_path / "unifier_ranks"
     ranks.mkdir()
     for rank, digest in enumerate(["aaa", "bbb"]):
-        (ranks / f"rank{rank}.json").write_text(json.dumps(
-            {"rank": rank, "world_size": 2, "distributed_initialized": True, "backend": "gloo", "trainable_digest": digest}))
+        (ranks / f"rank{rank}.json").write_text(
+            json.dumps(
+                {
+                    "rank": rank,
+                    "world_size": 2,
+                    "distributed_initialized": True,
+                    "backend": "gloo",
+                    "trainable_digest": digest,
+                }
+            )
+        )
     with pytest.raises(RuntimeError, match="different weights"):
-        verify_ranks(tmp_path, spec)
+        verify_ranks(step)
     (ranks / "rank1.json").unlink()
     with pytest.raises(RuntimeError, match="1 of 2 ranks"):
-        verify_ranks(tmp_path, spec)
+        verify_ranks(step)
 
 
 def test_dpo_through_swift_rlhf(tiny_recipe):
-    recipe = tiny_recipe({"training.method": "dpo", "data.train": [{"path": "builtin:tiny-preference"}],
-                          "training.max_steps": 4, "training.per_device_batch_size": 2, "training.learning_rate": 5e-3})
+    recipe = tiny_recipe(
+        {
+            "training.method": "dpo",
+            "data.train": [{"path": "builtin:tiny-preference"}],
+            "training.max_steps": 4,
+            "training.per_device_batch_size": 2,
+            "training.learning_rate": 5e-3,
+        }
+    )
     folder = train(recipe, "swift")
     record = json.loads((folder / "run.json").read_text())
     assert record["status"] == "completed" and "swift rlhf" in record["native_command"]
@@ -116,10 +178,14 @@ def test_dpo_through_swift_rlhf(tiny_recipe):
 
 def test_raw_text_continued_pretraining(tiny_recipe, tmp_path):
     corpus = tmp_path / "corpus.jsonl"
-    corpus.write_text("".join(json.dumps({"text": f"The capital of country {i} is city {i}."}) + "\n" for i in range(40)))
+    corpus.write_text(
+        "".join(json.dumps({"text": f"The capital of country {i} is city {i}."}) + "\n" for i in range(40))
+    )
     folder = train(tiny_recipe({"data.train": [{"path": str(corpus)}], "training.max_steps": 6}), "swift")
     record = assert_complete_run(folder, "swift", 6)
-    argv = record["plan"]["payload"]["argv"]
+    argv = payload_of(record["plan"])["argv"]
     assert argv[argv.index("--loss_scale") + 1] == "all"
     view = read_jsonl(folder / "data" / "train.swift.jsonl")[0]
-    assert view["messages"][0]["role"] == "assistant" and view["messages"][0]["content"].startswith("The capital")
+    assert view["messages"][0]["role"] == "assistant" and view["messages"][0]["content"].startswith(
+        "The capital"
+    )

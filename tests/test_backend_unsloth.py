@@ -1,13 +1,23 @@
 """The unsloth backend trains for real through unsloth's CPU path, and plans its GPU path honestly."""
+
 import json
 
 import pytest
+from unifier.backends.unsloth import resolve_model_name
 
-from unifier.backends.unsloth import BACKEND
+from unifier.core import get_backend, plan_context, run_folder
 from unifier.spec.loading import load_spec
 
-from .conftest import (adapter_changes_output, assert_complete_run, merged_matches_adapter, read_jsonl, run_folder_of,
-                       train, unify)
+from .conftest import (
+    adapter_changes_output,
+    assert_complete_run,
+    merged_matches_adapter,
+    payload_of,
+    read_jsonl,
+    run_folder_of,
+    train,
+    unify,
+)
 
 
 @pytest.mark.slow
@@ -31,49 +41,89 @@ def test_lora_on_cpu_writes_the_common_run_folder(tiny_recipe, tiny_model_dir, t
 
 @pytest.mark.slow
 def test_qlora_nf4_on_cpu(tiny_recipe, tiny_model_dir):
-    folder = train(tiny_recipe({"training.max_steps": 6, "training.gradient_checkpointing": True}, base="tiny-cpu-qlora.yaml"), "unsloth")
+    folder = train(
+        tiny_recipe(
+            {"training.max_steps": 6, "training.gradient_checkpointing": True}, base="tiny-cpu-qlora.yaml"
+        ),
+        "unsloth",
+    )
     record = assert_complete_run(folder, "unsloth", 6)
-    assert record["plan"]["payload"]["lora"]["use_gradient_checkpointing"] is True
-    assert record["plan"]["payload"]["from_pretrained"]["load_in_4bit"] is True
+    assert payload_of(record["plan"])["lora"]["use_gradient_checkpointing"] is True
+    assert payload_of(record["plan"])["from_pretrained"]["load_in_4bit"] is True
     assert adapter_changes_output(tiny_model_dir, folder / "adapter") > 1e-4
 
 
 @pytest.mark.slow
 def test_dpo_on_preference_pairs_and_merged_save(tiny_recipe, tiny_model_dir):
-    recipe = tiny_recipe({"training.method": "dpo", "data.train": [{"path": "builtin:tiny-preference"}],
-                          "training.max_steps": 4, "training.per_device_batch_size": 2, "training.learning_rate": 5e-3,
-                          "output.save": "both"})
+    recipe = tiny_recipe(
+        {
+            "training.method": "dpo",
+            "data.train": [{"path": "builtin:tiny-preference"}],
+            "training.max_steps": 4,
+            "training.per_device_batch_size": 2,
+            "training.learning_rate": 5e-3,
+            "output.save": "both",
+        }
+    )
     folder = train(recipe, "unsloth")
     record = json.loads((folder / "run.json").read_text())
     assert record["status"] == "completed" and record["data"]["kind"] == "preference"
     assert record["backend_details"]["unsloth_path"] == "cpu"
     rows = [r for r in read_jsonl(folder / "metrics.jsonl") if r.get("loss") is not None]
-    assert len(rows) == 4 and abs(rows[0]["loss"] - 0.6931) < 1e-3  # DPO starts at log(2): policy == reference
+    assert (
+        len(rows) == 4 and abs(rows[0]["loss"] - 0.6931) < 1e-3
+    )  # DPO starts at log(2): policy == reference
     assert rows[-1]["loss"] < rows[0]["loss"]
     assert adapter_changes_output(tiny_model_dir, folder / "adapter") > 1e-4
     assert merged_matches_adapter(tiny_model_dir, folder) < 1e-4
 
 
 def test_hub_name_maps_to_the_dynamic_4bit_twin_in_plan(tiny_recipe):
-    recipe = tiny_recipe({"model.name_or_path": "Qwen/Qwen3-8B", "adapter.type": "qlora", "quantization.bits": 4,
-                          "quantization.double_quant": True, "compute.device": "cuda"})
+    recipe = tiny_recipe(
+        {
+            "model.name_or_path": "Qwen/Qwen3-8B",
+            "adapter.type": "qlora",
+            "quantization.bits": 4,
+            "quantization.double_quant": True,
+            "compute.device": "cuda",
+        }
+    )
     result = unify("plan", str(recipe), "--backend", "unsloth")
     assert result.returncode == 0, result.stderr
     assert "# dynamic 4-bit: Qwen/Qwen3-8B -> unsloth/Qwen3-8B-unsloth-bnb-4bit" in result.stdout
-    assert "'model': 'unsloth/Qwen3-8B-unsloth-bnb-4bit'" in result.stdout or '"model": "unsloth/Qwen3-8B-unsloth-bnb-4bit"' in result.stdout
+    assert (
+        "'model': 'unsloth/Qwen3-8B-unsloth-bnb-4bit'" in result.stdout
+        or '"model": "unsloth/Qwen3-8B-unsloth-bnb-4bit"' in result.stdout
+    )
     # the spec opts out: the name is loaded as written and quantized on the fly
     spec = load_spec(recipe, ["quantization.prequantized=false"])
-    assert BACKEND.resolve_model_name(spec) == ("Qwen/Qwen3-8B", None)
+    assert resolve_model_name(context(spec)) == ("Qwen/Qwen3-8B", None)
     # a 16-bit LoRA run never swaps the model
     spec = load_spec(tiny_recipe({"model.name_or_path": "Qwen/Qwen3-8B"}, name="lora.yaml"))
-    assert BACKEND.resolve_model_name(spec) == ("Qwen/Qwen3-8B", None)
+    assert resolve_model_name(context(spec)) == ("Qwen/Qwen3-8B", None)
+
+
+def context(spec):
+    backend = get_backend("unsloth")
+    return plan_context(spec, backend, run_folder(spec, "unsloth"), "chat")
 
 
 def test_refusals_point_somewhere(tiny_recipe):
     multi = unify("validate", str(tiny_recipe({"compute.nproc_per_node": 2})), "--backend", "unsloth")
     assert multi.returncode == 2 and "swift" in multi.stderr + multi.stdout
-    fp4 = unify("validate", str(tiny_recipe({"adapter.type": "qlora", "quantization.bits": 4, "quantization.quant_type": "fp4"},
-                                            name="fp4.yaml")), "--backend", "unsloth")
+    fp4 = unify(
+        "validate",
+        str(
+            tiny_recipe(
+                {"adapter.type": "qlora", "quantization.bits": 4, "quantization.quant_type": "fp4"},
+                name="fp4.yaml",
+            )
+        ),
+        "--backend",
+        "unsloth",
+    )
     assert fp4.returncode == 2 and "nf4" in fp4.stderr + fp4.stdout
-    packing = unify("validate", str(tiny_recipe({"data.packing": True}, name="packing.yaml")), "--backend", "unsloth")
+    packing = unify(
+        "validate", str(tiny_recipe({"data.packing": True}, name="packing.yaml")), "--backend", "unsloth"
+    )
     assert packing.returncode == 2 and "data.packing" in packing.stderr + packing.stdout

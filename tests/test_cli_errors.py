@@ -1,4 +1,5 @@
 """Bad input: a clear message naming the field or file:row, exit code 2, and no run folder."""
+
 import json
 import subprocess
 import sys
@@ -41,8 +42,12 @@ def test_missing_recipe_and_missing_data_file(tiny_recipe, tmp_path):
 
 def test_malformed_row_names_file_and_row(tiny_recipe, tmp_path):
     data = tmp_path / "chat.jsonl"
-    data.write_text(json.dumps({"messages": [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "yo"}]})
-                    + "\n" + json.dumps({"messages": [{"role": "user", "content": 3}]}) + "\n")
+    data.write_text(
+        json.dumps({"messages": [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "yo"}]})
+        + "\n"
+        + json.dumps({"messages": [{"role": "user", "content": 3}]})
+        + "\n"
+    )
     recipe = tiny_recipe({"data.train": [{"path": str(data)}]})
     assert_user_error(unify("run", str(recipe), "-b", "peft"), f"{data}:2:")
     assert not (tmp_path / "runs").exists()
@@ -73,16 +78,28 @@ def test_unknown_backend(tiny_recipe):
     assert_user_error(unify("plan", str(tiny_recipe()), "--backend", "axolotl"), "unknown backend 'axolotl'")
 
 
-@pytest.mark.parametrize("command", [["--help"], ["validate", "RECIPE"], ["plan", "RECIPE", "-b", "swift"],
-                                     ["plan", "RECIPE", "-b", "peft"], ["plan", "RECIPE", "-b", "unsloth"],
-                                     ["validate", "RECIPE", "-b", "unsloth"], ["backends"], ["schema"]])
+@pytest.mark.parametrize(
+    "command",
+    [
+        ["--help"],
+        ["validate", "RECIPE"],
+        ["plan", "RECIPE", "-b", "swift"],
+        ["plan", "RECIPE", "-b", "peft"],
+        ["plan", "RECIPE", "-b", "unsloth"],
+        ["validate", "RECIPE", "-b", "unsloth"],
+        ["backends"],
+        ["schema"],
+    ],
+)
 def test_light_commands_import_no_torch(tiny_recipe, command):
     recipe = str(tiny_recipe())
     args = [recipe if a == "RECIPE" else a for a in command]
-    probe = ("import sys\nfrom unifier.cli import app\n"
-             f"try:\n    app({args!r})\nexcept SystemExit as exc:\n    code = exc.code\n"
-             "heavy = sorted(m for m in ('torch', 'transformers', 'trl', 'peft', 'swift', 'unsloth', 'datasets') if m in sys.modules)\n"
-             "print('HEAVY=' + ','.join(heavy))\nsys.exit(code or 0)\n")
+    probe = (
+        "import sys\nfrom unifier.cli import app\n"
+        f"try:\n    app({args!r})\nexcept SystemExit as exc:\n    code = exc.code\n"
+        "heavy = sorted(m for m in ('torch', 'transformers', 'trl', 'peft', 'swift', 'unsloth', 'datasets') if m in sys.modules)\n"
+        "print('HEAVY=' + ','.join(heavy))\nsys.exit(code or 0)\n"
+    )
     result = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True)
     assert result.returncode == 0, result.stderr
     assert "HEAVY=\n" in result.stdout, result.stdout[-500:]
@@ -95,4 +112,6 @@ def test_init_writes_a_valid_starter_recipe_and_never_overwrites_silently(tmp_pa
     target.write_text("# mine\n")
     assert_user_error(unify("init", str(target)), "already exists", "--force")
     assert target.read_text() == "# mine\n"
-    assert unify("init", str(target), "--force").returncode == 0 and "builtin:tiny-qwen2" in target.read_text()
+    assert (
+        unify("init", str(target), "--force").returncode == 0 and "builtin:tiny-qwen2" in target.read_text()
+    )

@@ -11,8 +11,13 @@ from unifier.spec import spec_from_dict
 
 
 def spec_for(path, method="sft", **source):
-    return spec_from_dict({"model": {"name_or_path": "m"}, "training": {"method": method},
-                           "data": {"train": [{"path": str(path), **source}], "shuffle": False}})
+    return spec_from_dict(
+        {
+            "model": {"name_or_path": "m"},
+            "training": {"method": method},
+            "data": {"train": [{"path": str(path), **source}], "shuffle": False},
+        }
+    )
 
 
 def write_jsonl(path, rows):
@@ -21,28 +26,45 @@ def write_jsonl(path, rows):
 
 
 def test_alpaca_becomes_messages(tmp_path):
-    path = write_jsonl(tmp_path / "a.jsonl", [{"instruction": "Add", "input": "1 and 2", "output": "3", "system": "Be brief."}])
+    path = write_jsonl(
+        tmp_path / "a.jsonl",
+        [{"instruction": "Add", "input": "1 and 2", "output": "3", "system": "Be brief."}],
+    )
     data = prepare_data(spec_for(path))
     assert data.formats == ["alpaca"] and data.kind == "chat"
-    assert data.train[0]["messages"] == [{"role": "system", "content": "Be brief."},
-                                         {"role": "user", "content": "Add\n\n1 and 2"},
-                                         {"role": "assistant", "content": "3"}]
+    assert data.train[0]["messages"] == [
+        {"role": "system", "content": "Be brief."},
+        {"role": "user", "content": "Add\n\n1 and 2"},
+        {"role": "assistant", "content": "3"},
+    ]
 
 
 def test_sharegpt_with_custom_roles(tmp_path):
     rows = [{"conversations": [{"from": "customer", "value": "hi"}, {"from": "agent", "value": "hello"}]}]
     path = write_jsonl(tmp_path / "s.jsonl", rows)
     data = prepare_data(spec_for(path, roles={"customer": "user", "agent": "assistant"}))
-    assert data.train[0]["messages"] == [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "hello"}]
+    assert data.train[0]["messages"] == [
+        {"role": "user", "content": "hi"},
+        {"role": "assistant", "content": "hello"},
+    ]
 
 
 def test_openai_messages_with_tools(tmp_path):
-    row = {"tools": [{"type": "function", "function": {"name": "weather", "parameters": {"type": "object"}}}],
-           "messages": [{"role": "user", "content": "Weather in Oslo?"},
-                        {"role": "assistant", "content": None, "tool_calls": [
-                            {"type": "function", "function": {"name": "weather", "arguments": "{\"city\": \"Oslo\"}"}}]},
-                        {"role": "tool", "name": "weather", "content": "-3C"},
-                        {"role": "assistant", "content": "It is -3C in Oslo."}]}
+    row = {
+        "tools": [{"type": "function", "function": {"name": "weather", "parameters": {"type": "object"}}}],
+        "messages": [
+            {"role": "user", "content": "Weather in Oslo?"},
+            {
+                "role": "assistant",
+                "content": None,
+                "tool_calls": [
+                    {"type": "function", "function": {"name": "weather", "arguments": '{"city": "Oslo"}'}}
+                ],
+            },
+            {"role": "tool", "name": "weather", "content": "-3C"},
+            {"role": "assistant", "content": "It is -3C in Oslo."},
+        ],
+    }
     data = prepare_data(spec_for(write_jsonl(tmp_path / "t.jsonl", [row])))
     messages = data.train[0]["messages"]
     assert messages[1]["tool_calls"][0]["function"]["arguments"] == {"city": "Oslo"}
@@ -55,9 +77,13 @@ def test_text_rows_for_continued_pretraining(tmp_path):
 
 
 def test_preference_pairs_from_strings_and_conversations(tmp_path):
-    rows = [{"prompt": "2+2?", "chosen": "4", "rejected": "5"},
-            {"chosen": [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "hello"}],
-             "rejected": [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "go away"}]}]
+    rows = [
+        {"prompt": "2+2?", "chosen": "4", "rejected": "5"},
+        {
+            "chosen": [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "hello"}],
+            "rejected": [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "go away"}],
+        },
+    ]
     data = prepare_data(spec_for(write_jsonl(tmp_path / "d.jsonl", rows), method="dpo"))
     assert data.kind == "preference"
     assert data.train[0]["prompt"] == [{"role": "user", "content": "2+2?"}]
@@ -70,7 +96,9 @@ def test_csv_parquet_and_json_with_column_mapping(tmp_path):
         writer = csv.writer(handle)
         writer.writerow(["question", "answer"])
         writer.writerow(["What is 1+1?", "2"])
-    data = prepare_data(spec_for(tmp_path / "c.csv", format="alpaca", columns={"instruction": "question", "output": "answer"}))
+    data = prepare_data(
+        spec_for(tmp_path / "c.csv", format="alpaca", columns={"instruction": "question", "output": "answer"})
+    )
     assert data.train[0]["messages"][-1] == {"role": "assistant", "content": "2"}
     pq.write_table(pa.Table.from_pylist([{"text": "a b c"}]), tmp_path / "p.parquet")
     assert prepare_data(spec_for(tmp_path / "p.parquet")).train == [{"text": "a b c"}]
@@ -78,12 +106,18 @@ def test_csv_parquet_and_json_with_column_mapping(tmp_path):
     assert len(prepare_data(spec_for(tmp_path / "j.json")).train) == 2
 
 
-@pytest.mark.parametrize("rows, message", [
-    ([{"messages": [{"role": "user", "content": "hi"}]}], ":1: no assistant message"),
-    ([{"text": "ok"}, {"text": 5}], ":2: 'text' must be text"),
-    ([{"messages": [{"role": "robot", "content": "x"}, {"role": "assistant", "content": "y"}]}], "role is 'robot'"),
-    ([{"foo": 1}], ":1: cannot tell the format"),
-])
+@pytest.mark.parametrize(
+    "rows, message",
+    [
+        ([{"messages": [{"role": "user", "content": "hi"}]}], ":1: no assistant message"),
+        ([{"text": "ok"}, {"text": 5}], ":2: 'text' must be text"),
+        (
+            [{"messages": [{"role": "robot", "content": "x"}, {"role": "assistant", "content": "y"}]}],
+            "role is 'robot'",
+        ),
+        ([{"foo": 1}], ":1: cannot tell the format"),
+    ],
+)
 def test_malformed_rows_name_file_and_row(tmp_path, rows, message):
     path = write_jsonl(tmp_path / "bad.jsonl", rows)
     with pytest.raises(UserError) as info:
@@ -105,8 +139,10 @@ def test_dpo_needs_preference_rows(tmp_path):
 
 def test_shuffle_is_seeded_and_eval_split_holds_out_rows(tmp_path):
     path = write_jsonl(tmp_path / "n.jsonl", [{"text": f"row {i}"} for i in range(20)])
-    raw = {"model": {"name_or_path": "m"},
-           "data": {"train": [{"path": str(path)}], "shuffle": True, "seed": 3, "eval_split": 0.25}}
+    raw = {
+        "model": {"name_or_path": "m"},
+        "data": {"train": [{"path": str(path)}], "shuffle": True, "seed": 3, "eval_split": 0.25},
+    }
     first, second = prepare_data(spec_from_dict(raw)), prepare_data(spec_from_dict(raw))
     assert first.train == second.train and len(first.train) == 15 and len(first.eval) == 5
     assert [r["text"] for r in first.train] != [f"row {i}" for i in range(15)]
@@ -115,7 +151,9 @@ def test_shuffle_is_seeded_and_eval_split_holds_out_rows(tmp_path):
 
 
 def test_builtin_data_reads(tmp_path):
-    spec = spec_from_dict({"model": {"name_or_path": "m"}, "data": {"train": [{"path": "builtin:tiny-chat"}]}})
+    spec = spec_from_dict(
+        {"model": {"name_or_path": "m"}, "data": {"train": [{"path": "builtin:tiny-chat"}]}}
+    )
     data = prepare_data(spec)
     assert len(data.train) == 68 and data.formats == ["messages"]
 
@@ -132,8 +170,12 @@ def test_local_datasets_folders_go_through_the_datasets_loader(tmp_path):
     assert data.train[2]["messages"][-1] == {"role": "assistant", "content": "2"}
 
     saved = tmp_path / "saved"
-    datasets.DatasetDict({"train": datasets.Dataset.from_list([{"text": "a"}, {"text": "b"}]),
-                          "test": datasets.Dataset.from_list([{"text": "c"}])}).save_to_disk(str(saved))
+    datasets.DatasetDict(
+        {
+            "train": datasets.Dataset.from_list([{"text": "a"}, {"text": "b"}]),
+            "test": datasets.Dataset.from_list([{"text": "c"}]),
+        }
+    ).save_to_disk(str(saved))
     assert [r["text"] for r in prepare_data(spec_for(saved, split="test")).train] == ["c"]
     (tmp_path / "bad_dataset").mkdir()
     write_jsonl(tmp_path / "bad_dataset" / "train.jsonl", [{"text": "ok"}, {"text": 7}])
@@ -142,5 +184,7 @@ def test_local_datasets_folders_go_through_the_datasets_loader(tmp_path):
 
 
 def test_a_missing_hub_dataset_is_a_user_error_offline():
-    with pytest.raises(UserError, match="could not load it as a local file, a `datasets` folder or a hub dataset"):
+    with pytest.raises(
+        UserError, match="could not load it as a local file, a `datasets` folder or a hub dataset"
+    ):
         prepare_data(spec_for("nobody/no-such-dataset-xyz"))

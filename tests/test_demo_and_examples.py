@@ -1,4 +1,5 @@
 """The embedded default (`unify demo`) and the library example run end to end on CPU."""
+
 import json
 import subprocess
 import sys
@@ -18,12 +19,19 @@ def test_demo_trains_the_tiny_model_and_shows_before_and_after(tmp_path):
     after = result.stdout.split("after:")[1].splitlines()[0]
     assert before != after  # the adapter changes what the model says
     record = json.loads((tmp_path / "demo" / "run.json").read_text())
-    assert record["status"] == "completed" and record["final_metrics"]["last_loss"] < record["final_metrics"]["first_loss"]
+    assert (
+        record["status"] == "completed"
+        and record["final_metrics"]["last_loss"] < record["final_metrics"]["first_loss"]
+    )
 
 
 def test_library_example_script(tmp_path):
-    result = subprocess.run([sys.executable, str(ROOT / "examples" / "library_api.py"), str(tmp_path / "run")],
-                            capture_output=True, text=True, timeout=600)
+    result = subprocess.run(
+        [sys.executable, str(ROOT / "examples" / "library_api.py"), str(tmp_path / "run")],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     assert "ms-swift would run:" in result.stdout and "swift sft" in result.stdout
     assert "status: completed, backend: peft, steps: 20" in result.stdout

@@ -3,6 +3,7 @@
 Planning is a pure function of the recipe: it needs neither a GPU nor deepspeed nor network access, so
 these tests read the exact native commands and scripts a bigger machine would run.
 """
+
 import json
 
 import pytest
@@ -10,7 +11,7 @@ import pytest
 from unifier.core import plan
 from unifier.spec import load_spec
 
-from .conftest import RECIPES, unify
+from .conftest import RECIPES, payload_of, unify
 
 ALL_RECIPES = sorted(p.name for p in RECIPES.glob("*.yaml"))
 
@@ -18,7 +19,7 @@ ALL_RECIPES = sorted(p.name for p in RECIPES.glob("*.yaml"))
 def plan_json(recipe: str, backend: str, *extra: str) -> dict:
     result = unify("plan", str(RECIPES / recipe), "--backend", backend, "--json", *extra)
     assert result.returncode == 0, result.stderr
-    return json.loads(result.stdout)
+    return payload_of(json.loads(result.stdout))
 
 
 @pytest.mark.parametrize("recipe", ALL_RECIPES)
@@ -44,45 +45,67 @@ def test_recipe_plans_on_every_backend_that_supports_it(recipe):
 
 
 def test_eight_gpu_zero2_recipe_is_a_torchrun_swift_command():
-    payload = plan_json("qwen3-8b-lora-zero2-8gpu.yaml", "swift")["payload"]
+    payload = plan_json("qwen3-8b-lora-zero2-8gpu.yaml", "swift")
     assert payload["env"]["NPROC_PER_NODE"] == "8" and payload["env"]["NNODES"] == "1"
     argv = payload["argv"]
     assert argv[argv.index("--deepspeed") + 1] == "zero2"
     assert "--use_cpu" not in argv and argv[argv.index("--bf16") + 1] == "true"
-    assert argv[argv.index("--use_hf") + 1] == "true"  # the same weights as peft/unsloth (HF Hub, not ModelScope)
+    assert (
+        argv[argv.index("--use_hf") + 1] == "true"
+    )  # the same weights as peft/unsloth (HF Hub, not ModelScope)
     assert "HF_HUB_OFFLINE" not in payload["env"]  # a hub model: ms-swift may download it
 
 
 def test_two_node_recipe_sets_the_rendezvous_and_the_second_node_overrides_its_rank():
-    node0 = plan_json("qwen3-8b-lora-zero2-2node.yaml", "swift")["payload"]["env"]
-    assert node0 == {"NPROC_PER_NODE": "8", "NNODES": "2", "NODE_RANK": "0", "MASTER_ADDR": "10.0.0.1", "MASTER_PORT": "29500"}
-    node1 = plan_json("qwen3-8b-lora-zero2-2node.yaml", "swift", "--set", "compute.node_rank=1")["payload"]["env"]
+    node0 = plan_json("qwen3-8b-lora-zero2-2node.yaml", "swift")["env"]
+    rendezvous = {
+        key: node0[key] for key in ("NPROC_PER_NODE", "NNODES", "NODE_RANK", "MASTER_ADDR", "MASTER_PORT")
+    }
+    assert rendezvous == {
+        "NPROC_PER_NODE": "8",
+        "NNODES": "2",
+        "NODE_RANK": "0",
+        "MASTER_ADDR": "10.0.0.1",
+        "MASTER_PORT": "29500",
+    }
+    node1 = plan_json("qwen3-8b-lora-zero2-2node.yaml", "swift", "--set", "compute.node_rank=1")["env"]
     assert node1["NODE_RANK"] == "1"
 
 
 def test_knowledge_recipe_trains_raw_text_with_loss_on_every_token():
-    swift = plan_json("qwen3-8b-lora-knowledge-text-1gpu.yaml", "swift")["payload"]
+    swift = plan_json("qwen3-8b-lora-knowledge-text-1gpu.yaml", "swift")
     argv = swift["argv"]
     assert swift["data_kind"] == "text" and "--use_chat_template" in argv
-    assert argv[argv.index("--loss_scale") + 1] == "all" and argv[argv.index("--attn_impl") + 1] == "flash_attn"
+    assert (
+        argv[argv.index("--loss_scale") + 1] == "all" and argv[argv.index("--attn_impl") + 1] == "flash_attn"
+    )
     assert argv[argv.index("--dataset") + 1].endswith("train.swift.jsonl")
-    peft = plan_json("qwen3-8b-lora-knowledge-text-1gpu.yaml", "peft")["payload"]
+    peft = plan_json("qwen3-8b-lora-knowledge-text-1gpu.yaml", "peft")
     assert peft["trainer_args"]["packing"] is True and peft["trainer_args"]["assistant_only_loss"] is False
     assert peft["lora"]["use_rslora"] is True
 
 
 def test_function_calling_recipe_renders_tools_the_same_way_everywhere():
-    argv = plan_json("qwen3-8b-lora-function-calling-1gpu.yaml", "swift")["payload"]["argv"]
-    assert argv[argv.index("--template") + 1] == "chatml" and argv[argv.index("--agent_template") + 1] == "hermes"
-    peft = plan_json("qwen3-8b-lora-function-calling-1gpu.yaml", "peft")["payload"]
-    assert peft["chat_template_file"].endswith("chatml.jinja") and peft["trainer_args"]["assistant_only_loss"] is True
+    argv = plan_json("qwen3-8b-lora-function-calling-1gpu.yaml", "swift")["argv"]
+    assert (
+        argv[argv.index("--template") + 1] == "chatml"
+        and argv[argv.index("--agent_template") + 1] == "hermes"
+    )
+    peft = plan_json("qwen3-8b-lora-function-calling-1gpu.yaml", "peft")
+    assert (
+        peft["chat_template_file"].endswith("chatml.jinja")
+        and peft["trainer_args"]["assistant_only_loss"] is True
+    )
 
 
 def test_single_gpu_qlora_recipe_loads_the_dynamic_4bit_twin_on_unsloth():
-    payload = plan_json("qwen3-8b-qlora-chat-style-1gpu.yaml", "unsloth")["payload"]
-    assert payload["model"] == "unsloth/Qwen3-8B-unsloth-bnb-4bit" and payload["prequantized_from"] == "Qwen/Qwen3-8B"
+    payload = plan_json("qwen3-8b-qlora-chat-style-1gpu.yaml", "unsloth")
+    assert (
+        payload["model"] == "unsloth/Qwen3-8B-unsloth-bnb-4bit"
+        and payload["prequantized_from"] == "Qwen/Qwen3-8B"
+    )
     assert payload["from_pretrained"]["load_in_4bit"] is True and payload["trainer_args"]["bf16"] is True
-    peft = plan_json("qwen3-8b-qlora-chat-style-1gpu.yaml", "peft")["payload"]
+    peft = plan_json("qwen3-8b-qlora-chat-style-1gpu.yaml", "peft")
     assert peft["model"] == "Qwen/Qwen3-8B" and peft["quantization"]["bnb_4bit_quant_type"] == "nf4"
 
 
@@ -91,7 +114,7 @@ def test_validate_lists_what_this_machine_lacks_without_failing(tiny_recipe):
     assert result.returncode == 0, result.stderr
     assert "not runnable on this machine" in result.stdout and "CUDA" in result.stdout
     # but a run refuses before writing anything
-    from unifier.backends.hf_args import cuda_visible
+    from unifier.environment import cuda_visible
 
     if cuda_visible():
         return
@@ -101,7 +124,10 @@ def test_validate_lists_what_this_machine_lacks_without_failing(tiny_recipe):
 
 def test_swift_backend_options_replace_the_flags_unifier_passes():
     options = "backend_options={swift: {weight_decay: 0.1, template: qwen, target_modules: [q_proj, v_proj]}}"
-    argv = plan_json("tiny-cpu-sft.yaml", "swift", "--set", options)["payload"]["argv"]
+    argv = plan_json("tiny-cpu-sft.yaml", "swift", "--set", options)["argv"]
     assert argv.count("--weight_decay") == 1 and argv[argv.index("--weight_decay") + 1] == "0.1"
     assert argv.count("--template") == 1 and argv[argv.index("--template") + 1] == "qwen"
-    assert argv[argv.index("--target_modules") + 1:argv.index("--target_modules") + 3] == ["q_proj", "v_proj"]
+    assert argv[argv.index("--target_modules") + 1 : argv.index("--target_modules") + 3] == [
+        "q_proj",
+        "v_proj",
+    ]

@@ -5,9 +5,12 @@ import pytest
 from unifier.errors import UserError
 from unifier.spec import JobSpec, apply_overrides, load_spec, spec_from_dict
 
-from .conftest import RECIPES, load_recipe, unify, write_recipe
+from .conftest import RECIPES, unify, write_recipe
 
-MINIMAL = {"model": {"name_or_path": "builtin:tiny-qwen2"}, "data": {"train": [{"path": "builtin:tiny-chat"}]}}
+MINIMAL = {
+    "model": {"name_or_path": "builtin:tiny-qwen2"},
+    "data": {"train": [{"path": "builtin:tiny-chat"}]},
+}
 
 
 def test_defaults_are_explicit_values_not_backend_defaults():
@@ -34,13 +37,16 @@ def test_wrong_type_names_field_and_value():
     assert "training.learning_rate" in str(info.value) and "'fast'" in str(info.value)
 
 
-@pytest.mark.parametrize("changes, message", [
-    ({"adapter": {"type": "qlora"}}, "needs quantization.bits: 4"),
-    ({"adapter": {"type": "full"}, "quantization": {"bits": 4}}, "cannot train quantized weights"),
-    ({"compute": {"nnodes": 2, "node_rank": 2}}, "node_rank 2 must be below nnodes 2"),
-    ({"training": {"eval_steps": 5}}, "needs evaluation data"),
-    ({"backend_options": {"axolotl": {}}}, "unknown backend 'axolotl'"),
-])
+@pytest.mark.parametrize(
+    "changes, message",
+    [
+        ({"adapter": {"type": "qlora"}}, "needs quantization.bits: 4"),
+        ({"adapter": {"type": "full"}, "quantization": {"bits": 4}}, "cannot train quantized weights"),
+        ({"compute": {"nnodes": 2, "node_rank": 2}}, "node_rank 2 must be below nnodes 2"),
+        ({"training": {"eval_steps": 5}}, "needs evaluation data"),
+        ({"backend_options": {"axolotl": {}}}, "unknown backend 'axolotl'"),
+    ],
+)
 def test_contradictions_are_rejected(changes, message):
     with pytest.raises(UserError) as info:
         spec_from_dict({**MINIMAL, **changes})
@@ -48,7 +54,10 @@ def test_contradictions_are_rejected(changes, message):
 
 
 def test_overrides_parse_yaml_values():
-    raw = apply_overrides(MINIMAL, ["training.learning_rate=1e-4", "data.packing=true", "adapter.target_modules=[q_proj, v_proj]"])
+    raw = apply_overrides(
+        MINIMAL,
+        ["training.learning_rate=1e-4", "data.packing=true", "adapter.target_modules=[q_proj, v_proj]"],
+    )
     spec = spec_from_dict(raw)
     assert spec.training.learning_rate == 1e-4 and spec.data.packing is True
     assert spec.adapter.target_modules == ["q_proj", "v_proj"]

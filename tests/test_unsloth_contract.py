@@ -6,14 +6,16 @@ accept different keywords, and both end in **kwargs that would swallow a misspel
 read. Every keyword the adapter passes must be a named parameter of both paths, and the unsloth
 defaults the adapter overrides must still be what the adapter assumes.
 """
+
 import importlib.metadata
 import json
 import subprocess
 import sys
 
 import pytest
+from unifier.backends.unsloth import CONTRACT_VERSIONS
 
-from unifier.backends.unsloth import BACKEND, CONTRACT_VERSIONS
+from unifier.core import get_backend, plan
 from unifier.spec.loading import load_spec
 
 INSPECT = """
@@ -48,8 +50,14 @@ def signatures(tmp_path_factory, gpu_path: bool) -> dict:
         env["UNSLOTH_ALLOW_CPU"] = "1"
     import os
 
-    result = subprocess.run([sys.executable, "-c", INSPECT], capture_output=True, text=True, timeout=600,
-                            env={**os.environ, **env}, cwd=tmp_path_factory.mktemp("cwd"))
+    result = subprocess.run(
+        [sys.executable, "-c", INSPECT],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        env={**os.environ, **env},
+        cwd=tmp_path_factory.mktemp("cwd"),
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     return json.loads(result.stdout.strip().splitlines()[-1])
 
@@ -74,15 +82,16 @@ def planned_configs(tiny_recipe) -> dict[str, dict]:
     configs = {}
     for label, changes in variants.items():
         spec = load_spec(tiny_recipe(changes, name=f"{label}.yaml"))
-        assert BACKEND.check(spec) == [], label
-        configs[label] = BACKEND.config(spec, "/tmp/run")
+        assert get_backend("unsloth").check(spec) == [], label
+        configs[label] = plan(spec, "unsloth", run_dir="/tmp/run").program.config
     return configs
 
 
 def test_installed_versions_are_the_contract_versions():
     installed = {name: importlib.metadata.version(name) for name in CONTRACT_VERSIONS}
     assert installed == CONTRACT_VERSIONS, (
-        "unsloth changed: re-read its from_pretrained/get_peft_model signatures, then update CONTRACT_VERSIONS")
+        "unsloth changed: re-read its from_pretrained/get_peft_model signatures, then update CONTRACT_VERSIONS"
+    )
 
 
 def test_gpu_path_classes_are_the_ones_inspected(gpu_signatures, cpu_signatures):
@@ -95,13 +104,19 @@ def test_every_keyword_is_a_named_parameter(path, gpu_signatures, cpu_signatures
     named = gpu_signatures if path == "gpu" else cpu_signatures
     for label, config in planned_configs(tiny_recipe).items():
         # the CPU loader drops GPU-only keywords (use_exact_model_name...) on purpose; anything else must be named
-        accepted = set(named["from_pretrained"]) | (set(named["discarded_by_from_pretrained"]) if path == "cpu" else set())
+        accepted = set(named["from_pretrained"]) | (
+            set(named["discarded_by_from_pretrained"]) if path == "cpu" else set()
+        )
         unknown = set(config["from_pretrained"]) - accepted
-        assert not unknown, f"{label}: from_pretrained keywords swallowed by **kwargs on the {path} path: {unknown}"
+        assert not unknown, (
+            f"{label}: from_pretrained keywords swallowed by **kwargs on the {path} path: {unknown}"
+        )
         assert "model_name" in named["from_pretrained"]
         if config["lora"] is not None:
             unknown = set(config["lora"]) - set(named["get_peft_model"])
-            assert not unknown, f"{label}: get_peft_model keywords swallowed by **kwargs on the {path} path: {unknown}"
+            assert not unknown, (
+                f"{label}: get_peft_model keywords swallowed by **kwargs on the {path} path: {unknown}"
+            )
 
 
 def test_unsloth_defaults_the_adapter_overrides(gpu_signatures, tiny_recipe):
@@ -112,6 +127,13 @@ def test_unsloth_defaults_the_adapter_overrides(gpu_signatures, tiny_recipe):
     assert peft["lora_alpha"] == "16" and peft["random_state"] == "3407" and peft["r"] == "16"
     assert peft["use_gradient_checkpointing"] == "'unsloth'"
     config = planned_configs(tiny_recipe)["lora"]
-    assert config["from_pretrained"]["load_in_4bit"] is False and config["from_pretrained"]["use_exact_model_name"] is True
-    assert config["lora"]["lora_alpha"] == 16 and config["lora"]["r"] == 8 and config["lora"]["random_state"] == 42
+    assert (
+        config["from_pretrained"]["load_in_4bit"] is False
+        and config["from_pretrained"]["use_exact_model_name"] is True
+    )
+    assert (
+        config["lora"]["lora_alpha"] == 16
+        and config["lora"]["r"] == 8
+        and config["lora"]["random_state"] == 42
+    )
     assert config["lora"]["use_gradient_checkpointing"] is False

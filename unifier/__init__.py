@@ -8,6 +8,7 @@
 
 Nothing heavy (torch, transformers) is imported until a backend runs.
 """
+
 from .errors import BackendUnavailable, TrainingFailed, UserError
 from .spec import JobSpec, load_spec, spec_from_dict
 
@@ -32,5 +33,15 @@ def read_run(folder):
     return _read(folder)
 
 
-__all__ = ["BackendUnavailable", "JobSpec", "TrainingFailed", "UserError", "load_spec", "plan", "read_run", "run",
-           "spec_from_dict", "__version__"]
+__all__ = [
+    "BackendUnavailable",
+    "JobSpec",
+    "TrainingFailed",
+    "UserError",
+    "__version__",
+    "load_spec",
+    "plan",
+    "read_run",
+    "run",
+    "spec_from_dict",
+]

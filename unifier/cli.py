@@ -1,4 +1,5 @@
 """The `unify` command line. Heavy libraries are imported only by the backend that runs."""
+
 from __future__ import annotations
 
 import contextlib
@@ -6,22 +7,31 @@ import functools
 import json
 import sys
 from pathlib import Path
-from typing import Optional
 
 import typer
 from rich.console import Console
 from rich.table import Table
 
+from .backends import registry
 from .errors import TrainingFailed, UserError
 
-app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
-                  help="One fine-tuning recipe, three backends (peft, swift, unsloth).")
+BACKEND_NAMES = registry.active().names()
+app = typer.Typer(
+    add_completion=False,
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    help=f"One fine-tuning recipe, {len(BACKEND_NAMES)} backends ({', '.join(BACKEND_NAMES)}).",
+)
 out = Console(width=None if sys.stdout.isatty() else 160)
 err = Console(stderr=True)
 
 RecipeArg = typer.Argument(..., help="Recipe YAML file.", show_default=False)
-BackendOpt = typer.Option(None, "--backend", "-b", help="peft | swift | unsloth | auto (default: the recipe's backend).")
-SetOpt = typer.Option(None, "--set", "-s", help="Override a recipe value: --set training.learning_rate=1e-4 (repeatable).")
+BackendOpt = typer.Option(
+    None, "--backend", "-b", help=f"{' | '.join(BACKEND_NAMES)} | auto (default: the recipe's backend)."
+)
+SetOpt = typer.Option(
+    None, "--set", "-s", help="Override a recipe value: --set training.learning_rate=1e-4 (repeatable)."
+)
 
 
 def user_errors(func):
@@ -43,7 +53,7 @@ def user_errors(func):
     return wrapper
 
 
-def _load(recipe: Path, overrides: Optional[list[str]]):
+def _load(recipe: Path, overrides: list[str] | None):
     from .spec import load_spec
 
     return load_spec(recipe, overrides or [])
@@ -51,21 +61,23 @@ def _load(recipe: Path, overrides: Optional[list[str]]):
 
 @app.command()
 @user_errors
-def run(recipe: Path = RecipeArg, backend: Optional[str] = BackendOpt, set_: Optional[list[str]] = SetOpt):
+def run(recipe: Path = RecipeArg, backend: str | None = BackendOpt, set_: list[str] | None = SetOpt):
     """Train: check the recipe, normalize the data, run the backend, write the run folder."""
     from .core import run as run_job
 
     spec = _load(recipe, set_)
     outcome = run_job(spec, backend, recipe=str(recipe))
     losses = outcome.losses
-    summary = f"{len(losses)} logged steps" + (f", loss {losses[0]:.4f} -> {losses[-1]:.4f}" if losses else "")
+    summary = f"{len(losses)} logged steps" + (
+        f", loss {losses[0]:.4f} -> {losses[-1]:.4f}" if losses else ""
+    )
     out.print(f"[green]completed[/] with {outcome.backend}: {summary}")
     out.print(f"run folder: {outcome.run_dir}")
 
 
 @app.command()
 @user_errors
-def validate(recipe: Path = RecipeArg, backend: Optional[str] = BackendOpt, set_: Optional[list[str]] = SetOpt):
+def validate(recipe: Path = RecipeArg, backend: str | None = BackendOpt, set_: list[str] | None = SetOpt):
     """Check the recipe and its local data files (no torch import, nothing written).
 
     Exit 2 when the recipe is wrong, or the chosen backend can never run it. What this machine lacks for it
@@ -85,7 +97,9 @@ def validate(recipe: Path = RecipeArg, backend: Optional[str] = BackendOpt, set_
     missing_here = chosen.check(spec, here=True)
     out.print(f"[green]valid[/]: {recipe}")
     out.print(f"  model: {spec.model.name_or_path} ({spec.adapter.type}, {spec.training.method})")
-    out.print(f"  data: {len(data.train)} train rows, {len(data.eval)} eval rows, {data.kind} ({', '.join(data.formats) or '-'})")
+    out.print(
+        f"  data: {len(data.train)} train rows, {len(data.eval)} eval rows, {data.kind} ({', '.join(data.formats) or '-'})"
+    )
     for skipped in data.skipped_sources:
         out.print(f"  [yellow]not read[/] (read through `datasets` when the job runs): {skipped}")
     out.print(f"  backend: {label}")
@@ -95,8 +109,14 @@ def validate(recipe: Path = RecipeArg, backend: Optional[str] = BackendOpt, set_
 
 @app.command()
 @user_errors
-def plan(recipe: Path = RecipeArg, backend: Optional[str] = BackendOpt, set_: Optional[list[str]] = SetOpt,
-         as_json: bool = typer.Option(False, "--json", help="Print the plan's arguments as JSON instead of the script.")):
+def plan(
+    recipe: Path = RecipeArg,
+    backend: str | None = BackendOpt,
+    set_: list[str] | None = SetOpt,
+    as_json: bool = typer.Option(
+        False, "--json", help="Print the plan's arguments as JSON instead of the script."
+    ),
+):
     """Print the exact native script or command a backend would run (nothing is run or written)."""
     from .core import plan as make_plan
 
@@ -119,8 +139,8 @@ def schema():
 @app.command()
 def backends():
     """Which backends are installed here, and what each supports."""
-    from .backends import all_backends
     from .backends.base import missing_packages
+    from .backends.registry import all_backends
 
     table = Table(title="unifier backends")
     table.add_column("backend", style="bold")
@@ -129,7 +149,9 @@ def backends():
         table.add_column(row)
     for backend in all_backends():
         missing = missing_packages(backend.requires)
-        status = "[green]yes[/]" if not missing else f"[red]no[/] (pip install 'unifier[{backend.pip_extra}]')"
+        status = (
+            "[green]yes[/]" if not missing else f"[red]no[/] (pip install 'unifier[{backend.pip_extra}]')"
+        )
         table.add_row(backend.name, status, *backend.capabilities.as_rows().values())
     out.print(table)
     for backend in all_backends():
@@ -140,10 +162,12 @@ def backends():
 
 @app.command()
 @user_errors
-def init(path: Path = typer.Argument(Path("recipe.yaml"), help="Where to write the starter recipe."),
-         force: bool = typer.Option(False, "--force", help="Overwrite an existing file.")):
+def init(
+    path: Path = typer.Argument(Path("recipe.yaml"), help="Where to write the starter recipe."),
+    force: bool = typer.Option(False, "--force", help="Overwrite an existing file."),
+):
     """Write a starter recipe (LoRA SFT on the built-in tiny model and data) to edit."""
-    from .tiny import ASSETS
+    from .builtin import ASSETS
 
     if path.exists() and not force:
         raise UserError(f"{path}: already exists", hint="pass --force to overwrite, or give another path")
@@ -153,8 +177,10 @@ def init(path: Path = typer.Argument(Path("recipe.yaml"), help="Where to write t
 
 @app.command()
 @user_errors
-def demo(backend: str = typer.Option("peft", "--backend", "-b", help="Backend to run the demo with."),
-         output: Path = typer.Option(Path("runs/demo"), "--output", "-o", help="Run folder (overwritten).")):
+def demo(
+    backend: str = typer.Option("peft", "--backend", "-b", help="Backend to run the demo with."),
+    output: Path = typer.Option(Path("runs/demo"), "--output", "-o", help="Run folder (overwritten)."),
+):
     """Build the tiny local model, fine-tune it with LoRA on CPU, show the loss falling and a generation."""
     from .demo import run_demo
 
@@ -163,18 +189,40 @@ def demo(backend: str = typer.Option("peft", "--backend", "-b", help="Backend to
 
 @app.command()
 @user_errors
-def compare(targets: list[Path] = typer.Argument(..., help="A recipe, or with --runs two or more run folders."),
-            backends_: str = typer.Option("peft,swift,unsloth", "--backends", help="Comma-separated backends to run the recipe on."),
-            runs: bool = typer.Option(False, "--runs", help="Compare existing run folders instead of running a recipe."),
-            output: Path = typer.Option(Path("runs/compare"), "--output", "-o", help="Where compare.json and compare.png go."),
-            loss_rtol: float = typer.Option(1e-5, "--loss-rtol", help="Largest relative per-step loss difference that counts as equal."),
-            weight_atol: float = typer.Option(1e-5, "--weight-atol", help="Largest initial-weight difference that counts as equal."),
-            final_weight_atol: float = typer.Option(1e-4, "--final-weight-atol", help="Largest final-weight difference that counts as equal."),
-            set_: Optional[list[str]] = SetOpt):
+def compare(
+    targets: list[Path] = typer.Argument(..., help="A recipe, or with --runs two or more run folders."),
+    backends_: str = typer.Option(
+        ",".join(BACKEND_NAMES), "--backends", help="Comma-separated backends to run the recipe on."
+    ),
+    runs: bool = typer.Option(
+        False, "--runs", help="Compare existing run folders instead of running a recipe."
+    ),
+    output: Path = typer.Option(
+        Path("runs/compare"), "--output", "-o", help="Where compare.json and compare.png go."
+    ),
+    loss_rtol: float = typer.Option(
+        1e-5, "--loss-rtol", help="Largest relative per-step loss difference that counts as equal."
+    ),
+    weight_atol: float = typer.Option(
+        1e-5, "--weight-atol", help="Largest initial-weight difference that counts as equal."
+    ),
+    final_weight_atol: float = typer.Option(
+        1e-4, "--final-weight-atol", help="Largest final-weight difference that counts as equal."
+    ),
+    set_: list[str] | None = SetOpt,
+):
     """Run one recipe on several backends (each in its own process) and compare them step by step. Exit 1 on a difference."""
     from .compare import Tolerances, compare_command
 
-    code = compare_command(targets, backends_, runs, output, set_ or [], out, Tolerances(loss_rtol, weight_atol, final_weight_atol))
+    code = compare_command(
+        targets,
+        backends_,
+        runs,
+        output,
+        set_ or [],
+        out,
+        Tolerances(loss_rtol, weight_atol, final_weight_atol),
+    )
     raise typer.Exit(code)
 
 

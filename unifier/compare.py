@@ -4,6 +4,7 @@ Each backend runs in its own process (unsloth patches transformers/trl/peft on i
 a parity probe (output.probe: true), so differences are located: the first differing sample and
 token, the first step whose loss differs beyond tolerance, and the final adapter difference.
 """
+
 from __future__ import annotations
 
 import json
@@ -19,13 +20,14 @@ from rich.table import Table
 
 from .errors import UserError
 from .metrics import read_metrics, train_losses
-from .runfolder import read_run
+from .runfolder import RunFolder
 
 LOSS_RTOL = 1e-5  # fp32 on CPU: measured max relative difference ~2e-7 (peft vs swift vs unsloth's CPU path)
 WEIGHT_ATOL = 1e-5  # initial trainable weights: same seed, same init (measured 0.0 on CPU)
 # final weights after training: measured 0.0 (peft vs swift) and up to 3.2e-5 (unsloth's CPU path steps
 # AdamW with the fused kernel, which rounds differently) after 20 steps at lr 3e-3
 FINAL_WEIGHT_ATOL = 1e-4
+INITIAL_WEIGHTS = "initial_trainable.safetensors"  # written by backends/probe.py
 
 
 @dataclass
@@ -35,13 +37,28 @@ class Tolerances:
     final_weight_atol: float = FINAL_WEIGHT_ATOL
 
 
-def run_backends(recipe: Path, backends: list[str], output: Path, overrides: list[str], console: Console) -> list[Path]:
+def run_backends(
+    recipe: Path, backends: list[str], output: Path, overrides: list[str], console: Console
+) -> list[Path]:
     folders = []
     for backend in backends:
         folder = (output / backend).absolute()
-        args = [sys.executable, "-m", "unifier.cli", "run", str(recipe), "--backend", backend,
-                *sum((["--set", o] for o in overrides), []),
-                "--set", f"output.dir={folder}", "--set", "output.if_exists=overwrite", "--set", "output.probe=true"]
+        args = [
+            sys.executable,
+            "-m",
+            "unifier.cli",
+            "run",
+            str(recipe),
+            "--backend",
+            backend,
+            *[part for override in overrides for part in ("--set", override)],
+            "--set",
+            f"output.dir={folder}",
+            "--set",
+            "output.if_exists=overwrite",
+            "--set",
+            "output.probe=true",
+        ]
         console.print(f"[bold]{backend}[/]: training in its own process ...")
         result = subprocess.run(args, capture_output=True, text=True, env={**os.environ})
         (output / f"{backend}.log").write_text(result.stdout + result.stderr)
@@ -49,7 +66,9 @@ def run_backends(recipe: Path, backends: list[str], output: Path, overrides: lis
             message = result.stderr.strip().splitlines()
             raise UserError(f"{backend}: " + " ".join(line.strip() for line in message[:6]))
         if result.returncode != 0:
-            raise UserError(f"{backend} failed (exit {result.returncode}); its output is in {output / (backend + '.log')}")
+            raise UserError(
+                f"{backend} failed (exit {result.returncode}); its output is in {output / (backend + '.log')}"
+            )
         folders.append(folder)
     return folders
 
@@ -69,18 +88,27 @@ def compare_runs(folders: list[Path], tolerances: Tolerances = Tolerances()) -> 
 
 
 def _load_run(folder: Path) -> dict[str, Any]:
-    record = read_run(folder)
-    metrics = read_metrics(folder / "metrics.jsonl")
+    run_folder = RunFolder(folder)
+    record = run_folder.read_record()
+    metrics = read_metrics(run_folder.metrics)
     losses = train_losses(metrics)
     step_times = [m["step_time"] for m in metrics if m.get("step_time")]
     tokens = next((m["tokens_seen"] for m in reversed(metrics) if m.get("tokens_seen")), None)
     train_time = sum(step_times) if step_times else None
     return {
-        "label": f"{record.get('backend')} ({folder.name})" if folder.name != record.get("backend") else record.get("backend"),
-        "folder": str(folder), "folder_path": folder, "backend": record.get("backend"), "status": record.get("status"),
-        "steps": losses[-1][0] if losses else 0, "first_loss": losses[0][1] if losses else None,
-        "last_loss": losses[-1][1] if losses else None, "losses": losses,
-        "wall_time_s": record.get("wall_time_s"), "train_time_s": train_time,
+        "label": f"{record.get('backend')} ({folder.name})"
+        if folder.name != record.get("backend")
+        else record.get("backend"),
+        "folder": str(folder),
+        "folder_path": run_folder,
+        "backend": record.get("backend"),
+        "status": record.get("status"),
+        "steps": losses[-1][0] if losses else 0,
+        "first_loss": losses[0][1] if losses else None,
+        "last_loss": losses[-1][1] if losses else None,
+        "losses": losses,
+        "wall_time_s": record.get("wall_time_s"),
+        "train_time_s": train_time,
         "tokens_per_s": (tokens / train_time) if tokens and train_time else None,
         "peak_memory_mb": (record.get("final_metrics") or {}).get("peak_memory_mb"),
     }
@@ -88,10 +116,12 @@ def _load_run(folder: Path) -> dict[str, Any]:
 
 def _compare_pair(a: dict, b: dict, tol: Tolerances) -> dict[str, Any]:
     pair: dict[str, Any] = {"reference": a["label"], "other": b["label"]}
-    pair["samples"] = compare_samples(a["folder_path"] / "probe", b["folder_path"] / "probe")
-    pair["trainable"] = compare_trainable(a["folder_path"] / "probe", b["folder_path"] / "probe")
-    pair["initial_weights_max_abs_diff"] = weights_difference(a["folder_path"] / "probe" / "initial_trainable.safetensors",
-                                                               b["folder_path"] / "probe" / "initial_trainable.safetensors")
+    probe_a, probe_b = a["folder_path"].probe, b["folder_path"].probe
+    pair["samples"] = compare_samples(probe_a, probe_b)
+    pair["trainable"] = compare_trainable(probe_a, probe_b)
+    pair["initial_weights_max_abs_diff"] = weights_difference(
+        probe_a / INITIAL_WEIGHTS, probe_b / INITIAL_WEIGHTS
+    )
     pair["losses"] = compare_losses(a["losses"], b["losses"], tol.loss_rtol)
     pair["final_weights_max_abs_diff"] = final_weights_difference(a["folder_path"], b["folder_path"])
     problems = []
@@ -124,18 +154,32 @@ def compare_samples(a: Path, b: Path) -> dict[str, Any]:
     sb = [_comparable(json.loads(x)) for x in fb.read_text().splitlines()]
     keys = [k for k in ("input_ids", "labels", "loss_mask") if sa and sb and k in sa[0] and k in sb[0]]
     if "input_ids" not in keys:
-        return {"identical": None, "note": f"samples recorded in different layouts: {sorted(sa[0]) if sa else []} vs "
-                                           f"{sorted(sb[0]) if sb else []}"}
+        return {
+            "identical": None,
+            "note": f"samples recorded in different layouts: {sorted(sa[0]) if sa else []} vs "
+            f"{sorted(sb[0]) if sb else []}",
+        }
     for index, (x, y) in enumerate(zip(sa, sb)):
         for key in keys:
             if x[key] != y[key]:
-                position = next((i for i, (p, q) in enumerate(zip(x[key], y[key])) if p != q), min(len(x[key]), len(y[key])))
-                return {"identical": False, "compared": len(sa), "fields": keys,
-                        "first_difference": f"sample {index}, {key}[{position}]: "
-                                            f"{x[key][position] if position < len(x[key]) else 'end'} vs "
-                                            f"{y[key][position] if position < len(y[key]) else 'end'}"}
+                position = next(
+                    (i for i, (p, q) in enumerate(zip(x[key], y[key])) if p != q),
+                    min(len(x[key]), len(y[key])),
+                )
+                return {
+                    "identical": False,
+                    "compared": len(sa),
+                    "fields": keys,
+                    "first_difference": f"sample {index}, {key}[{position}]: "
+                    f"{x[key][position] if position < len(x[key]) else 'end'} vs "
+                    f"{y[key][position] if position < len(y[key]) else 'end'}",
+                }
     if len(sa) != len(sb):
-        return {"identical": False, "compared": min(len(sa), len(sb)), "first_difference": f"{len(sa)} vs {len(sb)} samples"}
+        return {
+            "identical": False,
+            "compared": min(len(sa), len(sb)),
+            "first_difference": f"{len(sa)} vs {len(sb)} samples",
+        }
     return {"identical": True, "compared": len(sa), "fields": keys}
 
 
@@ -161,7 +205,10 @@ def compare_trainable(a: Path, b: Path) -> dict[str, Any]:
         return {"identical": True, "count": ta["count"], "tensors": len(ta["parameters"])}
     only_a = sorted(set(ta["parameters"]) - set(tb["parameters"]))[:3]
     only_b = sorted(set(tb["parameters"]) - set(ta["parameters"]))[:3]
-    return {"identical": False, "difference": f"counts {ta['count']} vs {tb['count']}; only in first: {only_a}; only in second: {only_b}"}
+    return {
+        "identical": False,
+        "difference": f"counts {ta['count']} vs {tb['count']}; only in first: {only_a}; only in second: {only_b}",
+    }
 
 
 def weights_difference(a: Path, b: Path) -> float | dict | None:
@@ -182,10 +229,13 @@ def weights_difference(a: Path, b: Path) -> float | dict | None:
     return worst
 
 
-def final_weights_difference(a: Path, b: Path) -> float | dict | None:
-    for sub, name in (("adapter", "adapter_model.safetensors"), ("model", "model.safetensors")):
-        if (a / sub / name).is_file() and (b / sub / name).is_file():
-            return weights_difference(a / sub / name, b / sub / name)
+def final_weights_difference(a: RunFolder, b: RunFolder) -> float | dict | None:
+    for a_dir, b_dir, name in (
+        (a.adapter, b.adapter, "adapter_model.safetensors"),
+        (a.model, b.model, "model.safetensors"),
+    ):
+        if (a_dir / name).is_file() and (b_dir / name).is_file():
+            return weights_difference(a_dir / name, b_dir / name)
     return None
 
 
@@ -206,35 +256,65 @@ def compare_losses(a: list[tuple[int, float]], b: list[tuple[int, float]], rtol:
     elif not same_steps:
         summary = f"different logged steps ({len(steps_a)} vs {len(steps_b)})"
     elif first_bad:
-        summary = (f"losses differ from step {first_bad['step']}: {first_bad['reference']:.6f} vs {first_bad['other']:.6f} "
-                   f"(relative {first_bad['relative']:.2e} > {rtol:.0e})")
+        summary = (
+            f"losses differ from step {first_bad['step']}: {first_bad['reference']:.6f} vs {first_bad['other']:.6f} "
+            f"(relative {first_bad['relative']:.2e} > {rtol:.0e})"
+        )
     else:
         summary = f"{len(common)} steps within {rtol:.0e} relative"
-    return {"steps_compared": len(common), "max_relative_difference": worst, "first_step_beyond_tolerance": first_bad,
-            "within_tolerance": ok, "summary": summary}
+    return {
+        "steps_compared": len(common),
+        "max_relative_difference": worst,
+        "first_step_beyond_tolerance": first_bad,
+        "within_tolerance": ok,
+        "summary": summary,
+    }
 
 
 def print_report(report: dict[str, Any], console: Console) -> None:
     table = Table(title="unify compare")
-    for column in ("run", "steps", "first loss", "last loss", "max rel. loss diff", "adapter max abs diff",
-                   "wall time", "tokens/s", "peak mem"):
+    for column in (
+        "run",
+        "steps",
+        "first loss",
+        "last loss",
+        "max rel. loss diff",
+        "adapter max abs diff",
+        "wall time",
+        "tokens/s",
+        "peak mem",
+    ):
         table.add_column(column, justify="left" if column == "run" else "right")
     by_label = {p["other"]: p for p in report["pairs"]}
     for run in report["runs"]:
         pair = by_label.get(run["label"])
         loss_diff = "reference" if pair is None else f"{pair['losses']['max_relative_difference']:.2e}"
         final = None if pair is None else pair["final_weights_max_abs_diff"]
-        weight = "-" if pair is None else ("n/a" if final is None else (final["error"] if isinstance(final, dict) else f"{final:.2e}"))
-        table.add_row(run["label"], str(run["steps"]), _fmt(run["first_loss"], ".4f"), _fmt(run["last_loss"], ".4f"),
-                      loss_diff, weight, _fmt(run["wall_time_s"], ".1f", "s"), _fmt(run["tokens_per_s"], ".0f"),
-                      _fmt(run["peak_memory_mb"], ".0f", " MB"))
+        weight = (
+            "-"
+            if pair is None
+            else ("n/a" if final is None else (final["error"] if isinstance(final, dict) else f"{final:.2e}"))
+        )
+        table.add_row(
+            run["label"],
+            str(run["steps"]),
+            _fmt(run["first_loss"], ".4f"),
+            _fmt(run["last_loss"], ".4f"),
+            loss_diff,
+            weight,
+            _fmt(run["wall_time_s"], ".1f", "s"),
+            _fmt(run["tokens_per_s"], ".0f"),
+            _fmt(run["peak_memory_mb"], ".0f", " MB"),
+        )
     console.print(table)
     for pair in report["pairs"]:
         verdict = "[green]match[/]" if pair["within_tolerance"] else "[red]DIFFER[/]"
         samples = pair["samples"]
-        console.print(f"{pair['reference']} vs {pair['other']}: {verdict}; samples "
-                      f"{'identical' if samples.get('identical') else samples.get('first_difference', 'not recorded')}; "
-                      f"{pair['losses']['summary']}")
+        console.print(
+            f"{pair['reference']} vs {pair['other']}: {verdict}; samples "
+            f"{'identical' if samples.get('identical') else samples.get('first_difference', 'not recorded')}; "
+            f"{pair['losses']['summary']}"
+        )
         for problem in pair["problems"]:
             console.print(f"  - {problem}")
 
@@ -243,20 +323,32 @@ def _fmt(value, spec: str, suffix: str = "") -> str:
     return "-" if value is None else f"{format(value, spec)}{suffix}"
 
 
-def compare_command(targets: list[Path], backends: str, runs_mode: bool, output: Path, overrides: list[str],
-                    console: Console, tolerances: Tolerances) -> int:
+def compare_command(
+    targets: list[Path],
+    backends: str,
+    runs_mode: bool,
+    output: Path,
+    overrides: list[str],
+    console: Console,
+    tolerances: Tolerances,
+) -> int:
     output.mkdir(parents=True, exist_ok=True)
     if runs_mode:
         if len(targets) < 2:
-            raise UserError("--runs needs at least two run folders", hint="unify compare --runs runs/a runs/b")
+            raise UserError(
+                "--runs needs at least two run folders", hint="unify compare --runs runs/a runs/b"
+            )
         folders = [Path(t) for t in targets]
     else:
         if len(targets) != 1:
-            raise UserError("give one recipe (or --runs with run folders)", hint="unify compare recipe.yaml --backends peft,swift")
+            raise UserError(
+                "give one recipe (or --runs with run folders)",
+                hint="unify compare recipe.yaml --backends peft,swift",
+            )
         names = [b.strip() for b in backends.split(",") if b.strip()]
         if len(names) < 2:
             raise UserError(f"--backends '{backends}': name at least two backends, e.g. peft,swift")
-        from .backends import get_backend
+        from .backends.registry import get_backend
         from .spec import load_spec
 
         spec = load_spec(targets[0], overrides)
@@ -271,7 +363,7 @@ def compare_command(targets: list[Path], backends: str, runs_mode: bool, output:
 
     curves = {}
     for folder, run in zip(folders, report["runs"]):
-        curves[run["label"]] = train_losses(read_metrics(folder / "metrics.jsonl"))
+        curves[run["label"]] = train_losses(read_metrics(RunFolder(folder).metrics))
     plot_losses(curves, output / "compare.png", "training loss by backend (same recipe)")
     print_report(report, console)
     console.print(f"wrote {output / 'compare.json'} and {output / 'compare.png'}")

@@ -1,4 +1,13 @@
-"""The pipeline: spec -> checked backend -> normalized data -> plan -> run folder."""
+"""The pipeline: recipe -> JobSpec -> checked backend -> normalized data -> Plan -> RunFolder -> run.
+
+spec   = unifier.spec.load_spec(recipe)                  (unifier/spec/)
+backend = checked_backend(spec)                          (backends/registry.py, backend.check)
+data   = unifier.data.prepare_data(spec)                 (unifier/data/)
+plan   = backend.plan(plan_context(...))                 (backends/<name>.py -> backends/plan.py)
+folder = RunFolder(...): data, views, run.json            (unifier/runfolder.py)
+result = backend.run(plan)                               (the native library, in or out of process)
+"""
+
 from __future__ import annotations
 
 import os
@@ -8,12 +17,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .data import PreparedData, prepare_data
+from . import builtin
+from .data import PreparedData, planned_data_kind, prepare_data
+from .environment import host_info, library_versions, peak_memory_mb, training_device
 from .errors import BackendUnavailable, TrainingFailed, UserError
 from .metrics import read_metrics, train_losses
-from .runfolder import host_info, library_versions, now, output_dir, prepare_folder, write_run_json
+from .model_info import ModelInfo, fetch_hub_weight_shapes, read_model_info
+from .runfolder import RunFolder, now
 from .spec import JobSpec
-from .tiny import TINY_MODEL_REF
 
 
 @dataclass
@@ -28,124 +39,237 @@ class RunOutcome:
         return [loss for _, loss in train_losses(self.metrics)]
 
 
-def get_backend(name: str):
-    from .backends import get_backend as lookup
+def registry():
+    from .backends import registry as backends_registry
 
-    return lookup(name)
+    return backends_registry.active()
+
+
+def get_backend(name: str):
+    return registry().backend(name)
 
 
 def choose_backend(spec: JobSpec, requested: str | None = None, *, here: bool = True):
-    """Resolve 'auto': multi-process -> swift; one CUDA process -> unsloth; otherwise peft. First that passes check().
-
-    here=False judges only what each backend can do (not what this machine has installed): `unify plan`
-    shows the plan for a recipe meant for another machine."""
+    """Resolve 'auto': the first backend, in the registry's priority order for the device the job trains on,
+    whose check() passes. here=False judges only what each backend can ever do (not what this machine has
+    installed): `unify plan` shows the plan for a recipe meant for another machine."""
     name = requested or spec.backend
     if name != "auto":
         return get_backend(name)
-    from .backends.hf_args import device_is_cpu
-
-    if spec.compute.world_size > 1:
-        order = ["swift"]
-    elif not device_is_cpu(spec):
-        order = ["unsloth", "peft", "swift"]
-    else:
-        order = ["peft", "unsloth", "swift"]
+    device = (
+        training_device(spec.compute.device) if here or spec.compute.device == "auto" else spec.compute.device
+    )
     reasons = []
-    for candidate in order:
+    for candidate in registry().auto_order(device):
         backend = get_backend(candidate)
         problems = backend.check(spec, here=here)
         if not problems:
             return backend
         reasons.append(f"{candidate}: {problems[0]}")
     where = "here" if here else "(whatever is installed)"
-    raise BackendUnavailable(f"no backend can run this spec {where}:\n  " + "\n  ".join(reasons),
-                             hint="`unify backends` shows what each backend supports")
+    raise BackendUnavailable(
+        f"no backend can run this spec {where}:\n  " + "\n  ".join(reasons),
+        hint="`unify backends` shows what each backend supports",
+    )
 
 
 def checked_backend(spec: JobSpec, requested: str | None = None, *, here: bool = True):
     """The backend that runs the spec; BackendUnavailable (exit 2) lists everything that stands in the way."""
+    model_problems(spec, read_model_info(spec.model.name_or_path, spec.model.revision))
     backend = choose_backend(spec, requested, here=here)
     problems = backend.check(spec, here=here)
     if problems:
-        raise BackendUnavailable(f"backend '{backend.name}' cannot run this spec{' here' if here else ''}:\n  - "
-                                 + "\n  - ".join(problems), hint="`unify backends` shows what each backend supports")
+        raise BackendUnavailable(
+            f"backend '{backend.name}' cannot run this spec{' here' if here else ''}:\n  - "
+            + "\n  - ".join(problems),
+            hint="`unify backends` shows what each backend supports",
+        )
     return backend
+
+
+def model_problems(spec: JobSpec, info: ModelInfo) -> None:
+    """What the model folder says about the recipe, before any weight is loaded (UserError, exit 2)."""
+    custom = info.custom_code()
+    if custom and not spec.model.trust_remote_code:
+        raise UserError(
+            f"model.name_or_path '{spec.model.name_or_path}' brings its own Python code ({custom[0]}), "
+            "and model.trust_remote_code is false",
+            hint="set model.trust_remote_code: true only if you trust that code; unifier will not run it "
+            "otherwise, on any backend",
+        )
+    if spec.adapter.type == "full":
+        return
+    targets = spec.adapter.target_modules
+    if targets == "all-linear":
+        if info.linear_modules() == []:
+            raise UserError(
+                f"adapter.target_modules all-linear: the model {spec.model.name_or_path} has no linear "
+                "layers outside its embeddings and output head"
+            )
+        return
+    missing = info.missing_targets(list(targets))
+    if missing:
+        known = ", ".join(info.linear_modules() or [])
+        raise UserError(
+            f"adapter.target_modules: {', '.join(missing)} match no module of {spec.model.name_or_path}",
+            hint=f"its linear layers are: {known}" if known else None,
+        )
+
+
+def resolved_target_modules(spec: JobSpec, info: ModelInfo) -> tuple[str, ...] | None:
+    targets = spec.adapter.target_modules
+    if targets != "all-linear":
+        return tuple(targets)
+    linear = info.linear_modules()
+    return tuple(linear) if linear is not None else None
+
+
+def plan_context(
+    spec: JobSpec,
+    backend,
+    folder: RunFolder,
+    data_kind: str,
+    *,
+    info: ModelInfo | None = None,
+    resume_from: str | None = None,
+):
+    from .backends.base import PlanContext
+
+    info = info or read_model_info(spec.model.name_or_path, spec.model.revision)
+    return PlanContext(
+        spec=spec,
+        folder=folder,
+        data_kind=data_kind,
+        device=training_device(spec.compute.device),
+        model=info,
+        target_modules=resolved_target_modules(spec, info),
+        resume_from=resume_from,
+    )
+
+
+def run_folder(spec: JobSpec, backend: str, run_dir: str | Path | None = None) -> RunFolder:
+    return RunFolder(
+        Path(run_dir) if run_dir else Path(spec.output.dir.format(name=spec.name, backend=backend))
+    )
 
 
 def plan(spec: JobSpec, backend: str | None = None, run_dir: str | None = None, data_kind: str | None = None):
     """A printable plan; no data is normalized, nothing is built or written, and the backend's packages need
     not be installed (a recipe for an 8-GPU node plans on a laptop)."""
-    from .data import planned_data_kind
-
     chosen = checked_backend(spec, backend, here=False)
-    directory = str(Path(run_dir or output_dir(spec, chosen.name)).absolute())
-    return chosen.plan(spec, directory, data_kind=data_kind or planned_data_kind(spec))
+    folder = run_folder(spec, chosen.name, run_dir)
+    return chosen.plan(plan_context(spec, chosen, folder, data_kind or planned_data_kind(spec)))
 
 
-def run(spec: JobSpec, backend: str | None = None, *, recipe: str | None = None, quiet: bool = False) -> RunOutcome:
+def run(
+    spec: JobSpec, backend: str | None = None, *, recipe: str | None = None, quiet: bool = False
+) -> RunOutcome:
     """Check, normalize data, create the run folder, train, record. User mistakes raise UserError before any write."""
     chosen = checked_backend(spec, backend)
     data = prepare_data(spec, progress=not quiet)
-    folder = output_dir(spec, chosen.name).absolute()
-    the_plan = chosen.plan(spec, str(folder), data_kind=data.kind)  # may still refuse: before anything is written
+    folder = run_folder(spec, chosen.name)
+    info = read_model_info(spec.model.name_or_path, spec.model.revision)
+    if spec.adapter.target_modules == "all-linear" and info.linear_modules() is None:
+        info = fetch_hub_weight_shapes(info, spec.model.revision)
+        if info.linear_modules() is None:
+            raise UserError(
+                f"adapter.target_modules all-linear: the weight names of {spec.model.name_or_path} cannot "
+                "be read before loading (no safetensors headers locally or on the hub)",
+                hint="list the modules explicitly, e.g. adapter.target_modules: [q_proj, k_proj, v_proj, o_proj]",
+            )
+    the_plan = chosen.plan(plan_context(spec, chosen, folder, data.kind, info=info))  # may still refuse
     prepare_folder(folder, spec.output.if_exists)
-    data.write(folder / "data")
-    if spec.model.name_or_path == TINY_MODEL_REF:
-        from .tiny import ensure_tiny_model
-
-        ensure_tiny_model()
+    write_data(folder, data, the_plan, chosen)
+    builtin.ensure_model(spec.model.name_or_path)
     record = _run_record(spec, chosen.name, recipe, data, the_plan)
-    write_run_json(folder, record)
+    folder.write_record(record)
     started = time.perf_counter()
     try:
-        result = chosen.run(the_plan, spec)
+        result = chosen.run(the_plan)
     except UserError:
         record.update(status="failed", ended=now(), error="user error (see message)")
-        write_run_json(folder, record)
+        folder.write_record(record)
         raise
     except BaseException as exc:
-        record.update(status="failed", ended=now(), error=f"{type(exc).__name__}: {exc}",
-                      traceback=traceback.format_exc(limit=20))
-        write_run_json(folder, record)
-        raise TrainingFailed(f"{chosen.name} training failed: {type(exc).__name__}: {exc} (details in {folder / 'run.json'})") from exc
-    metrics = read_metrics(folder / "metrics.jsonl")
+        record.update(
+            status="failed",
+            ended=now(),
+            error=f"{type(exc).__name__}: {exc}",
+            traceback=traceback.format_exc(limit=20),
+        )
+        folder.write_record(record)
+        raise TrainingFailed(
+            f"{chosen.name} training failed: {type(exc).__name__}: {exc} (details in {folder.run_json})"
+        ) from exc
+    metrics = read_metrics(folder.metrics)
     losses = train_losses(metrics)
     record.update(
-        status="completed", ended=now(), wall_time_s=round(time.perf_counter() - started, 3),
-        native_command=result.native_command, backend_details=result.backend_details,
-        versions=library_versions(), host=host_info(),
-        final_metrics={"steps": losses[-1][0] if losses else 0, "first_loss": losses[0][1] if losses else None,
-                       "last_loss": losses[-1][1] if losses else None,
-                       "tokens_seen": next((m["tokens_seen"] for m in reversed(metrics) if m.get("tokens_seen")), None),
-                       "peak_memory_mb": _peak_memory_mb()},
-        outputs=sorted(p.name for p in folder.iterdir()),
+        status="completed",
+        ended=now(),
+        wall_time_s=round(time.perf_counter() - started, 3),
+        native_command=result.native_command,
+        backend_details=result.backend_details,
+        versions=library_versions(),
+        host=host_info(),
+        final_metrics={
+            "steps": losses[-1][0] if losses else 0,
+            "first_loss": losses[0][1] if losses else None,
+            "last_loss": losses[-1][1] if losses else None,
+            "tokens_seen": next((m["tokens_seen"] for m in reversed(metrics) if m.get("tokens_seen")), None),
+            "peak_memory_mb": peak_memory_mb(),
+        },
     )
     from .plots import plot_run_loss
 
     plot_run_loss(folder, f"{spec.name} ({chosen.name})")
-    record["outputs"] = sorted(p.name for p in folder.iterdir())
-    write_run_json(folder, record)
-    return RunOutcome(run_dir=folder, backend=chosen.name, status="completed", metrics=metrics)
+    record["outputs"] = sorted(p.name for p in folder.root.iterdir())
+    folder.write_record(record)
+    return RunOutcome(run_dir=folder.root, backend=chosen.name, status="completed", metrics=metrics)
+
+
+def prepare_folder(folder: RunFolder, if_exists: str) -> None:
+    """Create the run folder, or refuse before anything is written."""
+    import shutil
+
+    path = folder.root
+    if path.exists() and any(path.iterdir()):
+        if if_exists == "error":
+            raise UserError(
+                f"{path}: run folder already exists",
+                hint="set output.if_exists: overwrite, pass --set output.if_exists=overwrite, "
+                "or choose another output.dir",
+            )
+        shutil.rmtree(path)
+    path.mkdir(parents=True, exist_ok=True)
+
+
+def write_data(folder: RunFolder, data: PreparedData, the_plan, backend) -> None:
+    """The canonical rows, then every view the plan says the backend reads."""
+    data.write(folder)
+    for view in the_plan.data_views:
+        rows = [backend.view_row(view.layout, row) for row in data.split(view.split)]
+        write_jsonl(Path(view.path), rows)
+
+
+def write_jsonl(path: Path, rows: list[dict]) -> None:
+    import json
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("w", encoding="utf-8") as handle:
+        for row in rows:
+            handle.write(json.dumps(row, ensure_ascii=False) + "\n")
 
 
 def _run_record(spec, backend, recipe, data: PreparedData, the_plan) -> dict[str, Any]:
     return {
-        "status": "running", "backend": backend, "recipe": recipe, "started": now(),
-        "spec": spec.model_dump(mode="json"), "data": {"kind": data.kind, "formats": data.formats,
-                                                      "train_rows": len(data.train), "eval_rows": len(data.eval)},
-        "plan": the_plan.to_json(), "versions": library_versions(), "host": host_info(), "pid": os.getpid(),
+        "status": "running",
+        "backend": backend,
+        "recipe": recipe,
+        "started": now(),
+        "spec": spec.model_dump(mode="json"),
+        "data": data.summary(),
+        "plan": the_plan.to_json(),
+        "versions": library_versions(),
+        "host": host_info(),
+        "pid": os.getpid(),
     }
-
-
-def _peak_memory_mb() -> float | None:
-    import sys
-
-    torch = sys.modules.get("torch")
-    if torch is not None and torch.cuda.is_available():
-        return round(torch.cuda.max_memory_allocated() / 2**20, 1)
-    try:
-        import resource
-
-        return round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)  # Linux reports KiB
-    except Exception:
-        return None

@@ -1,4 +1,5 @@
 """User-facing errors: one exception type the CLI turns into a message and exit code 2."""
+
 from __future__ import annotations
 
 

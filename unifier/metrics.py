@@ -1,4 +1,5 @@
 """The metrics.jsonl schema shared by every backend, and reading it back."""
+
 from __future__ import annotations
 
 import json
@@ -8,12 +9,27 @@ from typing import Any
 FIELDS = ("step", "epoch", "loss", "learning_rate", "grad_norm", "tokens_seen", "step_time", "eval_loss")
 
 
-def metrics_record(*, step: int, epoch: float | None = None, loss: float | None = None, learning_rate: float | None = None,
-                   grad_norm: float | None = None, tokens_seen: int | None = None, step_time: float | None = None,
-                   eval_loss: float | None = None, extra: dict[str, Any] | None = None) -> dict[str, Any]:
-    record = {"step": int(step), "epoch": _num(epoch), "loss": _num(loss), "learning_rate": _num(learning_rate),
-              "grad_norm": _num(grad_norm), "tokens_seen": int(tokens_seen) if tokens_seen is not None else None,
-              "step_time": _num(step_time)}
+def metrics_record(
+    *,
+    step: int,
+    epoch: float | None = None,
+    loss: float | None = None,
+    learning_rate: float | None = None,
+    grad_norm: float | None = None,
+    tokens_seen: int | None = None,
+    step_time: float | None = None,
+    eval_loss: float | None = None,
+    extra: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    record = {
+        "step": int(step),
+        "epoch": _num(epoch),
+        "loss": _num(loss),
+        "learning_rate": _num(learning_rate),
+        "grad_norm": _num(grad_norm),
+        "tokens_seen": int(tokens_seen) if tokens_seen is not None else None,
+        "step_time": _num(step_time),
+    }
     if eval_loss is not None:
         record["eval_loss"] = _num(eval_loss)
     for key, value in (extra or {}).items():

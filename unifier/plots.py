@@ -1,4 +1,5 @@
 """Loss curves (matplotlib, headless)."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -19,7 +20,15 @@ def plot_losses(curves: dict[str, list[tuple[int, float]]], path: Path, title: s
     for index, (label, points) in enumerate(curves.items()):
         if points:
             steps, losses = zip(*points)
-            ax.plot(steps, losses, styles[index % len(styles)], marker="o", markersize=3, label=label, linewidth=1.6)
+            ax.plot(
+                steps,
+                losses,
+                styles[index % len(styles)],
+                marker="o",
+                markersize=3,
+                label=label,
+                linewidth=1.6,
+            )
     ax.set_xlabel("optimizer step")
     ax.set_ylabel("training loss")
     ax.set_title(title)
@@ -31,5 +40,6 @@ def plot_losses(curves: dict[str, list[tuple[int, float]]], path: Path, title: s
     return path
 
 
-def plot_run_loss(folder: Path, title: str) -> Path | None:
-    return plot_losses({"train loss": train_losses(read_metrics(folder / "metrics.jsonl"))}, folder / "loss.png", title)
+def plot_run_loss(folder, title: str) -> Path | None:
+    """loss.png of a RunFolder."""
+    return plot_losses({"train loss": train_losses(read_metrics(folder.metrics))}, folder.loss_plot, title)

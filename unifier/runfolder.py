@@ -1,85 +1,174 @@
-"""The run folder every backend writes: run.json, metrics.jsonl, data/, adapter/ or model/, loss.png."""
+"""The run folder every backend writes, and the one object that owns its layout.
+
+    <run folder>/
+      run.json        what ran and how it ended (unifier/record.py writes it)
+      metrics.jsonl   one line per logging step, one schema for every backend
+      run.log         everything third-party libraries printed
+      loss.png        the loss curve
+      data/           the normalized rows every backend trains on, and backend views of them
+      checkpoints/    checkpoint-<step>/ (resumable), the trainer's own outputs
+      adapter/        the PEFT adapter + tokenizer   (model/ for full fine-tuning; merged/ when asked)
+      native/         the printed native program, and backend-specific records (rank digests)
+      probe/          with output.probe: what the trainer really trained on
+
+Every module, the ms-swift plugin and the printed programs (through their CONFIG) take paths from a
+RunFolder; nothing else joins path names.
+"""
+
 from __future__ import annotations
 
-import getpass
 import json
-import platform
-import shutil
-import socket
-import sys
+import math
+from dataclasses import dataclass
 from datetime import datetime, timezone
-from importlib import metadata
 from pathlib import Path
 from typing import Any
 
 from .errors import UserError
-from .spec import JobSpec
+from .secrets import redact
 
-LIBRARIES = ("unifier", "torch", "transformers", "peft", "trl", "accelerate", "datasets", "bitsandbytes",
-             "ms-swift", "unsloth", "unsloth_zoo", "deepspeed", "pydantic")
-SECRET_WORDS = ("token", "secret", "password", "api_key", "apikey")
-
-
-def output_dir(spec: JobSpec, backend: str) -> Path:
-    return Path(spec.output.dir.format(name=spec.name, backend=backend))
+RUN_JSON = "run.json"
+CHECKPOINT_PREFIX = "checkpoint-"
 
 
-def prepare_folder(path: Path, if_exists: str) -> None:
-    """Create the run folder, or refuse before anything is written."""
-    if path.exists() and any(path.iterdir()):
-        if if_exists == "error":
-            raise UserError(f"{path}: run folder already exists",
-                            hint="set output.if_exists: overwrite, pass --set output.if_exists=overwrite, or choose another output.dir")
-        shutil.rmtree(path)
-    path.mkdir(parents=True, exist_ok=True)
+@dataclass(frozen=True)
+class RunFolder:
+    root: Path
 
+    def __post_init__(self):
+        object.__setattr__(self, "root", Path(self.root).absolute())
 
-def library_versions() -> dict[str, str]:
-    versions = {}
-    for name in LIBRARIES:
+    # ---- records ----
+    @property
+    def run_json(self) -> Path:
+        return self.root / RUN_JSON
+
+    @property
+    def metrics(self) -> Path:
+        return self.root / "metrics.jsonl"
+
+    @property
+    def log(self) -> Path:
+        return self.root / "run.log"
+
+    @property
+    def loss_plot(self) -> Path:
+        return self.root / "loss.png"
+
+    @property
+    def lock(self) -> Path:
+        return self.root / ".unifier.lock"
+
+    # ---- data ----
+    @property
+    def data(self) -> Path:
+        return self.root / "data"
+
+    def data_file(self, split: str) -> Path:
+        return self.data / f"{split}.jsonl"
+
+    def view_file(self, split: str, layout: str) -> Path:
+        """A backend's view of the canonical rows (e.g. train.swift.jsonl)."""
+        return self.data / f"{split}.{layout}.jsonl"
+
+    @property
+    def data_summary(self) -> Path:
+        return self.data / "summary.json"
+
+    # ---- training ----
+    @property
+    def checkpoints(self) -> Path:
+        return self.root / "checkpoints"
+
+    def checkpoint(self, step: int) -> Path:
+        return self.checkpoints / f"{CHECKPOINT_PREFIX}{step}"
+
+    @property
+    def adapter(self) -> Path:
+        return self.root / "adapter"
+
+    @property
+    def model(self) -> Path:
+        return self.root / "model"
+
+    @property
+    def merged(self) -> Path:
+        return self.root / "merged"
+
+    @property
+    def native(self) -> Path:
+        return self.root / "native"
+
+    @property
+    def ranks(self) -> Path:
+        return self.native / "ranks"
+
+    @property
+    def probe(self) -> Path:
+        return self.root / "probe"
+
+    def native_program(self, filename: str) -> Path:
+        return self.native / filename
+
+    # ---- after training ----
+    @property
+    def evaluation(self) -> Path:
+        return self.root / "eval"
+
+    def export(self, fmt: str) -> Path:
+        return self.root / "export" / fmt
+
+    def paths(self) -> dict[str, str]:
+        """The paths a training program needs, for its CONFIG (printed programs get them as values)."""
+        return {
+            "run_dir": str(self.root),
+            "train_file": str(self.data_file("train")),
+            "eval_file": str(self.data_file("eval")),
+            "checkpoints": str(self.checkpoints),
+            "adapter_dir": str(self.adapter),
+            "model_dir": str(self.model),
+            "merged_dir": str(self.merged),
+            "metrics_file": str(self.metrics),
+            "probe_dir": str(self.probe),
+            "ranks_dir": str(self.ranks),
+        }
+
+    # ---- run.json ----
+    def write_record(self, record: dict[str, Any]) -> None:
+        """Atomically replace run.json (redacted; non-finite numbers as null, so it stays valid JSON)."""
+        tmp = self.run_json.with_name(RUN_JSON + ".tmp")
+        body = {"written_by": "unifier", **finite(redact(record))}
+        tmp.write_text(json.dumps(body, indent=2, default=str, allow_nan=False) + "\n", encoding="utf-8")
+        tmp.replace(self.run_json)
+
+    def read_record(self) -> dict[str, Any]:
+        if not self.run_json.is_file():
+            raise UserError(
+                f"{self.root}: not a run folder (no {RUN_JSON})", hint="give a folder written by `unify run`"
+            )
         try:
-            versions[name] = metadata.version(name)
-        except metadata.PackageNotFoundError:
-            continue
-    return versions
-
-
-def host_info() -> dict[str, Any]:
-    info: dict[str, Any] = {"hostname": socket.gethostname(), "platform": platform.platform(),
-                            "python": sys.version.split()[0]}
-    try:
-        info["user"] = getpass.getuser()
-    except Exception:  # no passwd entry in some containers
-        pass
-    torch = sys.modules.get("torch")
-    if torch is not None:
-        info["cuda_available"] = bool(torch.cuda.is_available())
-        if torch.cuda.is_available():
-            info["gpus"] = [torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())]
-    return info
+            record = json.loads(self.run_json.read_text(encoding="utf-8"))
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+            raise UserError(f"{self.run_json}: not readable ({exc})") from None
+        if not isinstance(record, dict) or record.get("written_by") != "unifier":
+            raise UserError(f"{self.run_json}: not a unifier run record")
+        return record
 
 
 def now() -> str:
     return datetime.now(timezone.utc).isoformat(timespec="seconds")
 
 
-def redact(value: Any) -> Any:
-    """Drop anything that looks like a credential from what is recorded."""
+def finite(value: Any) -> Any:
+    """NaN and infinities become None (JSON has no spelling for them)."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
     if isinstance(value, dict):
-        return {k: ("<redacted>" if any(w in str(k).lower() for w in SECRET_WORDS) else redact(v)) for k, v in value.items()}
-    if isinstance(value, list):
-        return [redact(v) for v in value]
+        return {k: finite(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [finite(v) for v in value]
     return value
 
 
-def write_run_json(folder: Path, record: dict[str, Any]) -> None:
-    tmp = folder / "run.json.tmp"
-    tmp.write_text(json.dumps(redact(record), indent=2, default=str) + "\n", encoding="utf-8")
-    tmp.replace(folder / "run.json")
-
-
 def read_run(folder: str | Path) -> dict[str, Any]:
-    path = Path(folder) / "run.json"
-    if not path.is_file():
-        raise UserError(f"{folder}: not a run folder (no run.json)")
-    return json.loads(path.read_text(encoding="utf-8"))
+    return RunFolder(Path(folder)).read_record()

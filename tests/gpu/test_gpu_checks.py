@@ -4,6 +4,7 @@
 2. Parity on GPU in bf16: peft vs unsloth (and ms-swift where it is installed) through `unify compare`,
    with the measured differences written to $UNIFIER_GPU_RESULTS so the tolerances come from a real run.
 """
+
 import importlib.util
 import json
 import os
@@ -11,7 +12,14 @@ from pathlib import Path
 
 import pytest
 
-from ..conftest import adapter_changes_output, assert_complete_run, load_recipe, run_folder_of, unify, write_recipe
+from ..conftest import (
+    adapter_changes_output,
+    assert_complete_run,
+    load_recipe,
+    run_folder_of,
+    unify,
+    write_recipe,
+)
 
 
 def _cuda() -> bool:
@@ -48,12 +56,21 @@ def gpu_recipe(folder: Path, base: str, **sections) -> Path:
 
 def test_unsloth_gpu_path_trains_qlora_and_saves_an_adapter(tmp_path, tiny_model_dir):
     recipe = gpu_recipe(tmp_path, "tiny-cpu-qlora.yaml")
-    result = unify("run", str(recipe), "--backend", "unsloth", env={"UNSLOTH_DISABLE_CPU_FALLBACK": "1"}, timeout=900)
+    result = unify(
+        "run", str(recipe), "--backend", "unsloth", env={"UNSLOTH_DISABLE_CPU_FALLBACK": "1"}, timeout=900
+    )
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-6000:]
     folder = run_folder_of(recipe, "unsloth")
     run = assert_complete_run(folder, "unsloth", STEPS)
-    record("unsloth_gpu_qlora", {"backend_details": run["backend_details"], "host": run["host"],
-                                 "final_metrics": run["final_metrics"], "versions": run["versions"]})
+    record(
+        "unsloth_gpu_qlora",
+        {
+            "backend_details": run["backend_details"],
+            "host": run["host"],
+            "final_metrics": run["final_metrics"],
+            "versions": run["versions"],
+        },
+    )
     assert run["backend_details"]["unsloth_path"] == "gpu", "unsloth fell back to its CPU path"
     assert run["host"]["cuda_available"] is True
     assert adapter_changes_output(tiny_model_dir, folder / "adapter") > 1e-4
@@ -65,15 +82,44 @@ def test_parity_on_gpu_in_bf16(tmp_path, base):
     recipe = gpu_recipe(tmp_path, base)
     output = tmp_path / "compare"
     # loose limits so the comparison always reports; the assertions below are the measured-tolerance gate
-    result = unify("compare", str(recipe), "--backends", ",".join(backends), "--output", str(output),
-                   "--loss-rtol", "1", "--weight-atol", "1", "--final-weight-atol", "10", timeout=1800)
+    result = unify(
+        "compare",
+        str(recipe),
+        "--backends",
+        ",".join(backends),
+        "--output",
+        str(output),
+        "--loss-rtol",
+        "1",
+        "--weight-atol",
+        "1",
+        "--final-weight-atol",
+        "10",
+        timeout=1800,
+    )
     report = json.loads((output / "compare.json").read_text()) if (output / "compare.json").is_file() else {}
-    record(f"parity_{base.removesuffix('.yaml')}", {
-        "backends": backends, "exit_code": result.returncode,
-        "pairs": [{k: p.get(k) for k in ("other", "samples", "trainable", "initial_weights_max_abs_diff",
-                                           "final_weights_max_abs_diff")} | {"losses": p["losses"]}
-                  for p in report.get("pairs", [])],
-        "log_tail": (result.stdout + result.stderr)[-2000:]})
+    record(
+        f"parity_{base.removesuffix('.yaml')}",
+        {
+            "backends": backends,
+            "exit_code": result.returncode,
+            "pairs": [
+                {
+                    k: p.get(k)
+                    for k in (
+                        "other",
+                        "samples",
+                        "trainable",
+                        "initial_weights_max_abs_diff",
+                        "final_weights_max_abs_diff",
+                    )
+                }
+                | {"losses": p["losses"]}
+                for p in report.get("pairs", [])
+            ],
+            "log_tail": (result.stdout + result.stderr)[-2000:],
+        },
+    )
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     for pair in report["pairs"]:
         assert pair["samples"]["identical"] is True, pair["other"]

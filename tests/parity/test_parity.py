@@ -6,6 +6,7 @@ counts, initial trainable weights, per-step losses and final weights. Tolerances
 ones (unifier/compare.py): peft vs swift are bit-identical in the final adapter; unsloth's CPU path
 steps AdamW with the fused kernel, so its weights drift by rounding only.
 """
+
 import json
 from pathlib import Path
 
@@ -30,7 +31,11 @@ def recipe_for(folder: Path, base: str = "tiny-cpu-sft.yaml", **changes) -> Path
 
 
 def compare(target: Path | list[Path], output: Path, *extra: str) -> tuple[int, dict, str]:
-    args = ["--runs", *map(str, target)] if isinstance(target, list) else [str(target), "--backends", ",".join(BACKENDS)]
+    args = (
+        ["--runs", *map(str, target)]
+        if isinstance(target, list)
+        else [str(target), "--backends", ",".join(BACKENDS)]
+    )
     result = unify("compare", *args, "--output", str(output), *extra, timeout=1200)
     report_file = output / "compare.json"
     report = json.loads(report_file.read_text()) if report_file.is_file() else {}
@@ -44,7 +49,9 @@ def assert_parity(code: int, report: dict, log: str, swift_final_atol: float = 1
         label = f"peft vs {pair['other']}"
         assert pair["samples"]["identical"] is True and pair["samples"]["compared"] >= 20, label
         assert pair["trainable"]["identical"] is True, label
-        assert pair["initial_weights_max_abs_diff"] in (0.0, None), label  # None: full FT starts from the checkpoint
+        assert pair["initial_weights_max_abs_diff"] in (0.0, None), (
+            label
+        )  # None: full FT starts from the checkpoint
         assert pair["losses"]["steps_compared"] == STEPS, label
         assert pair["losses"]["max_relative_difference"] <= LOSS_RTOL, label
         assert pair["final_weights_max_abs_diff"] <= 1e-4, label
@@ -79,18 +86,43 @@ def test_full_fine_tuning(tmp_path):
 
 def test_sharegpt_and_alpaca_sources(tmp_path):
     sharegpt = tmp_path / "chats.json"
-    sharegpt.write_text(json.dumps([
-        {"conversations": [{"from": "system", "value": "You answer briefly."},
-                           {"from": "human", "value": f"How many legs does animal {i} have?"},
-                           {"from": "gpt", "value": f"Animal {i} has {i % 5 + 2} legs."},
-                           {"from": "human", "value": "And wings?"},
-                           {"from": "gpt", "value": "No wings." if i % 2 else "Two wings."}]}
-        for i in range(30)]))
+    sharegpt.write_text(
+        json.dumps(
+            [
+                {
+                    "conversations": [
+                        {"from": "system", "value": "You answer briefly."},
+                        {"from": "human", "value": f"How many legs does animal {i} have?"},
+                        {"from": "gpt", "value": f"Animal {i} has {i % 5 + 2} legs."},
+                        {"from": "human", "value": "And wings?"},
+                        {"from": "gpt", "value": "No wings." if i % 2 else "Two wings."},
+                    ]
+                }
+                for i in range(30)
+            ]
+        )
+    )
     alpaca = tmp_path / "instructions.jsonl"
-    alpaca.write_text("".join(json.dumps({"instruction": "Add the numbers.", "input": f"{i} and {i + 3}",
-                                          "output": f"The sum is {2 * i + 3}."}) + "\n" for i in range(30)))
-    recipe = recipe_for(tmp_path, data__train=[{"path": str(sharegpt), "format": "sharegpt"},
-                                               {"path": str(alpaca), "format": "alpaca"}])
+    alpaca.write_text(
+        "".join(
+            json.dumps(
+                {
+                    "instruction": "Add the numbers.",
+                    "input": f"{i} and {i + 3}",
+                    "output": f"The sum is {2 * i + 3}.",
+                }
+            )
+            + "\n"
+            for i in range(30)
+        )
+    )
+    recipe = recipe_for(
+        tmp_path,
+        data__train=[
+            {"path": str(sharegpt), "format": "sharegpt"},
+            {"path": str(alpaca), "format": "alpaca"},
+        ],
+    )
     assert_parity(*compare(recipe, tmp_path / "compare"))
 
 
@@ -105,10 +137,13 @@ def test_packing_parity_is_refused_on_cpu_with_the_reason(tmp_path):
     assert result.returncode == 2 and "turns packing off silently" in result.stdout + result.stderr
 
 
-@pytest.mark.parametrize("backend,option,value", [
-    ("swift", "backend_options", {"swift": {"weight_decay": 0.1}}),
-    ("unsloth", "backend_options", {"unsloth": {"get_peft_model": {"lora_dropout": 0.1}}}),
-])
+@pytest.mark.parametrize(
+    "backend,option,value",
+    [
+        ("swift", "backend_options", {"swift": {"weight_decay": 0.1}}),
+        ("unsloth", "backend_options", {"unsloth": {"get_peft_model": {"lora_dropout": 0.1}}}),
+    ],
+)
 def test_a_changed_default_in_one_backend_is_detected(lora_chat, tmp_path, backend, option, value):
     """The suite is not blind: one adapter with a different weight decay / dropout fails the comparison."""
     _, reference_report, _ = lora_chat
@@ -134,8 +169,13 @@ def test_dpo_preference_pairs(tmp_path):
     """DPO: the same chosen/rejected tokens and completion masks on every backend, the same losses, and the
     same logged rewards (ms-swift's loss_scale 'all' would add the prompt to both log-probabilities: the
     sigmoid loss cancels it, the rewards do not, so they are checked too)."""
-    recipe = recipe_for(tmp_path, training__method="dpo", training__learning_rate=5e-3, training__per_device_batch_size=2,
-                        data__train=[{"path": "builtin:tiny-preference"}])
+    recipe = recipe_for(
+        tmp_path,
+        training__method="dpo",
+        training__learning_rate=5e-3,
+        training__per_device_batch_size=2,
+        data__train=[{"path": "builtin:tiny-preference"}],
+    )
     code, report, log = compare(recipe, tmp_path / "compare")
     # ms-swift runs chosen and rejected through the model in one concatenated batch, trl's order differs in
     # rounding only: final weights measured 1.8e-6 apart after 20 steps (SFT: bit-identical)
@@ -144,7 +184,9 @@ def test_dpo_preference_pairs(tmp_path):
     rewards = {}
     for run in report["runs"]:
         rows = [json.loads(line) for line in (Path(run["folder"]) / "metrics.jsonl").read_text().splitlines()]
-        rewards[run["backend"]] = [r[key] for r in rows if r.get("loss") is not None for key in ("rewards/chosen", "rewards/margins")]
+        rewards[run["backend"]] = [
+            r[key] for r in rows if r.get("loss") is not None for key in ("rewards/chosen", "rewards/margins")
+        ]
     assert len(rewards["peft"]) == 2 * STEPS
     for backend in ("swift", "unsloth"):
         assert rewards[backend] == pytest.approx(rewards["peft"], abs=1e-5), backend
@@ -153,21 +195,39 @@ def test_dpo_preference_pairs(tmp_path):
 def test_raw_text_continued_pretraining(tmp_path):
     """Text rows: no chat markup and loss on every token (after the first, which no causal LM predicts)."""
     corpus = tmp_path / "corpus.jsonl"
-    corpus.write_text("".join(json.dumps({"text": f"The capital of country {i} is city {i}. It has {3 * i} rivers."}) + "\n"
-                              for i in range(40)))
-    code, report, log = compare(recipe_for(tmp_path, data__train=[{"path": str(corpus), "format": "text"}]), tmp_path / "compare")
+    corpus.write_text(
+        "".join(
+            json.dumps({"text": f"The capital of country {i} is city {i}. It has {3 * i} rivers."}) + "\n"
+            for i in range(40)
+        )
+    )
+    code, report, log = compare(
+        recipe_for(tmp_path, data__train=[{"path": str(corpus), "format": "text"}]), tmp_path / "compare"
+    )
     assert_parity(code, report, log)
-    sample = json.loads((Path(report["runs"][0]["folder"]) / "probe" / "samples.jsonl").read_text().splitlines()[0])
+    sample = json.loads(
+        (Path(report["runs"][0]["folder"]) / "probe" / "samples.jsonl").read_text().splitlines()[0]
+    )
     assert sample["labels"][1:] == sample["input_ids"][1:]
 
 
 def test_lora_on_an_8bit_base_peft_vs_swift(tmp_path):
     """bitsandbytes LLM.int8 base (quantization.bits 8): peft and ms-swift only (unsloth quantizes 4-bit)."""
     recipe = recipe_for(tmp_path, "tiny-cpu-qlora.yaml", quantization__bits=8)
-    result = unify("compare", str(recipe), "--backends", "peft,swift", "--output", str(tmp_path / "compare"), timeout=1200)
+    result = unify(
+        "compare",
+        str(recipe),
+        "--backends",
+        "peft,swift",
+        "--output",
+        str(tmp_path / "compare"),
+        timeout=1200,
+    )
     assert result.returncode == 0, (result.stdout + result.stderr)[-4000:]
     pair = json.loads((tmp_path / "compare" / "compare.json").read_text())["pairs"][0]
     assert pair["samples"]["identical"] is True and pair["trainable"]["identical"] is True
-    assert pair["losses"]["steps_compared"] == STEPS and pair["losses"]["max_relative_difference"] <= LOSS_RTOL
+    assert (
+        pair["losses"]["steps_compared"] == STEPS and pair["losses"]["max_relative_difference"] <= LOSS_RTOL
+    )
     refused = unify("validate", str(recipe), "--backend", "unsloth")
     assert refused.returncode == 2 and "quantization.bits 8 is not supported by unsloth" in refused.stderr

@@ -5,15 +5,31 @@ Canonical rows (what every backend trains on):
 - text:       {"text": "..."}
 - preference: {"prompt": [messages], "chosen": [messages], "rejected": [messages]}
 """
+
 from __future__ import annotations
 
 import json
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 ROLES = ("system", "user", "assistant", "tool")
-SHAREGPT_ROLES = {"human": "user", "user": "user", "gpt": "assistant", "assistant": "assistant", "system": "system",
-                  "function_call": "assistant", "observation": "tool", "tool": "tool"}
-KIND_OF_FORMAT = {"alpaca": "chat", "sharegpt": "chat", "messages": "chat", "text": "text", "preference": "preference"}
+SHAREGPT_ROLES = {
+    "human": "user",
+    "user": "user",
+    "gpt": "assistant",
+    "assistant": "assistant",
+    "system": "system",
+    "function_call": "assistant",
+    "observation": "tool",
+    "tool": "tool",
+}
+KIND_OF_FORMAT = {
+    "alpaca": "chat",
+    "sharegpt": "chat",
+    "messages": "chat",
+    "text": "text",
+    "preference": "preference",
+}
 
 
 class RowError(ValueError):
@@ -80,8 +96,10 @@ def _sharegpt(row: dict, roles: dict[str, str]) -> dict:
         speaker = turn.get("from", turn.get("role"))
         text = turn.get("value", turn.get("content"))
         if speaker not in role_map:
-            raise RowError(f"conversations[{index}].from is '{speaker}', which is not a known role "
-                           f"({', '.join(sorted(role_map))}); map it with data.train[*].roles")
+            raise RowError(
+                f"conversations[{index}].from is '{speaker}', which is not a known role "
+                f"({', '.join(sorted(role_map))}); map it with data.train[*].roles"
+            )
         if not isinstance(text, str):
             raise RowError(f"conversations[{index}].value must be text")
         messages.append({"role": role_map[speaker], "content": text})
@@ -104,7 +122,10 @@ def _messages(row: dict, roles: dict[str, str]) -> dict:
         role = roles.get(message.get("role"), message.get("role"))
         out: dict[str, Any] = {"role": role, "content": message.get("content")}
         if message.get("tool_calls"):
-            out["tool_calls"] = [_tool_call(call, f"messages[{index}].tool_calls[{n}]") for n, call in enumerate(message["tool_calls"])]
+            out["tool_calls"] = [
+                _tool_call(call, f"messages[{index}].tool_calls[{n}]")
+                for n, call in enumerate(message["tool_calls"])
+            ]
         if role == "tool" and message.get("name"):
             out["name"] = message["name"]
         if out["content"] is None and "tool_calls" in out:
@@ -116,7 +137,9 @@ def _messages(row: dict, roles: dict[str, str]) -> dict:
 def _tool_call(call: Any, where: str) -> dict:
     function = call.get("function") if isinstance(call, dict) else None
     if not isinstance(function, dict) or not isinstance(function.get("name"), str):
-        raise RowError(f"{where} must look like {{'type': 'function', 'function': {{'name': ..., 'arguments': ...}}}}")
+        raise RowError(
+            f"{where} must look like {{'type': 'function', 'function': {{'name': ..., 'arguments': ...}}}}"
+        )
     arguments = function.get("arguments", {})
     if isinstance(arguments, str):
         try:
@@ -144,7 +167,9 @@ def _checked_chat(row: dict) -> dict:
     messages = row["messages"]
     for index, message in enumerate(messages):
         if message["role"] not in ROLES:
-            raise RowError(f"messages[{index}].role is '{message['role']}'; expected one of {', '.join(ROLES)}")
+            raise RowError(
+                f"messages[{index}].role is '{message['role']}'; expected one of {', '.join(ROLES)}"
+            )
         if not isinstance(message["content"], str):
             raise RowError(f"messages[{index}].content must be text")
         if message["role"] == "system" and index != 0:
@@ -179,7 +204,9 @@ def _preference(row: dict, roles: dict[str, str]) -> dict:
             shared += 1
         prompt, chosen, rejected = chosen[:shared], chosen[shared:], rejected[shared:]
     if not prompt:
-        raise RowError("no prompt: give 'prompt', or chosen/rejected conversations that share their first turns")
+        raise RowError(
+            "no prompt: give 'prompt', or chosen/rejected conversations that share their first turns"
+        )
     for key, messages in (("chosen", chosen), ("rejected", rejected)):
         if messages[-1]["role"] != "assistant" or not isinstance(messages[-1]["content"], str):
             raise RowError(f"'{key}' must end with an assistant answer")
@@ -187,5 +214,9 @@ def _preference(row: dict, roles: dict[str, str]) -> dict:
 
 
 CONVERTERS: dict[str, Callable[[dict, dict[str, str]], dict]] = {
-    "alpaca": _alpaca, "sharegpt": _sharegpt, "messages": _messages, "text": _text, "preference": _preference,
+    "alpaca": _alpaca,
+    "sharegpt": _sharegpt,
+    "messages": _messages,
+    "text": _text,
+    "preference": _preference,
 }

@@ -1,11 +1,11 @@
 """Normalize every source once into canonical JSONL; every backend trains on those files."""
+
 from __future__ import annotations
 
 import contextlib
 import json
 import random
 from dataclasses import dataclass, field
-from pathlib import Path
 
 from ..errors import UserError
 from ..spec import DataSource, JobSpec
@@ -23,19 +23,25 @@ class PreparedData:
     formats: list[str] = field(default_factory=list)
     skipped_sources: list[str] = field(default_factory=list)  # hub sources not read (validate only)
 
-    def write(self, folder: Path) -> dict[str, str]:
-        folder.mkdir(parents=True, exist_ok=True)
-        paths = {"train": folder / "train.jsonl"}
-        if self.eval:
-            paths["eval"] = folder / "eval.jsonl"
-        for split, path in paths.items():
-            rows = self.train if split == "train" else self.eval
-            with path.open("w", encoding="utf-8") as handle:
-                for row in rows:
+    def split(self, name: str) -> list[dict]:
+        return self.train if name == "train" else self.eval
+
+    def summary(self) -> dict:
+        return {
+            "kind": self.kind,
+            "formats": self.formats,
+            "train_rows": len(self.train),
+            "eval_rows": len(self.eval),
+        }
+
+    def write(self, folder) -> None:
+        """data/train.jsonl (and eval.jsonl) and data/summary.json in a RunFolder."""
+        folder.data.mkdir(parents=True, exist_ok=True)
+        for split in ("train", "eval") if self.eval else ("train",):
+            with folder.data_file(split).open("w", encoding="utf-8") as handle:
+                for row in self.split(split):
                     handle.write(json.dumps(row, ensure_ascii=False) + "\n")
-        summary = {"kind": self.kind, "formats": self.formats, "train_rows": len(self.train), "eval_rows": len(self.eval)}
-        (folder / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
-        return {k: str(v) for k, v in paths.items()}
+        folder.data_summary.write_text(json.dumps(self.summary(), indent=2) + "\n")
 
 
 def prepare_data(spec: JobSpec, *, read_hub: bool = True, progress: bool = False) -> PreparedData:
@@ -99,8 +105,14 @@ def _progress_bars(enabled: bool):
     from rich.console import Console
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-    columns = (TextColumn("normalizing {task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
+    columns = (
+        TextColumn("normalizing {task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+    )
     with Progress(*columns, console=Console(stderr=True), transient=False) as bars:
+
         def factory(description: str):
             task = bars.add_task(description, total=None)
             return lambda: bars.advance(task)
@@ -118,7 +130,11 @@ def _normalize_source(source: DataSource, progress=None) -> tuple[list[dict], st
                 fmt = detect_format(row)
             rows.append(to_canonical(fmt, row, source.roles))
         except RowError as exc:
-            hint = None if source.format != "auto" else f"the format was detected as '{fmt}'; set data.train[*].format to override"
+            hint = (
+                None
+                if source.format != "auto"
+                else f"the format was detected as '{fmt}'; set data.train[*].format to override"
+            )
             raise UserError(f"{location}: {exc}", hint=hint if fmt else None) from None
         if progress is not None:
             progress()
@@ -133,7 +149,9 @@ def _rename_columns(row: dict, columns: dict[str, str]) -> dict:
     renamed = dict(row)
     for canonical, own in columns.items():
         if own not in row:
-            raise RowError(f"column '{own}' (mapped to '{canonical}' in columns) is missing; the row has {sorted(row)}")
+            raise RowError(
+                f"column '{own}' (mapped to '{canonical}' in columns) is missing; the row has {sorted(row)}"
+            )
         renamed[canonical] = renamed.pop(own)
     return renamed
 
@@ -142,11 +160,17 @@ def _single_kind(kinds: set[str], spec: JobSpec) -> str:
     method = spec.training.method
     allowed = KIND_FOR_METHOD[method]
     if len(kinds) > 1:
-        raise UserError(f"data: sources mix {' and '.join(sorted(kinds))} rows; one job trains on one kind",
-                        hint="split them into separate jobs, or convert the text rows to chat")
+        raise UserError(
+            f"data: sources mix {' and '.join(sorted(kinds))} rows; one job trains on one kind",
+            hint="split them into separate jobs, or convert the text rows to chat",
+        )
     kind = next(iter(kinds), allowed[0])
     if kind not in allowed:
         expected = " or ".join(allowed)
-        raise UserError(f"training.method '{method}' needs {expected} data, but the sources hold {kind} rows",
-                        hint="use preference pairs (prompt/chosen/rejected) for dpo" if method == "dpo" else "use chat or text rows for sft")
+        raise UserError(
+            f"training.method '{method}' needs {expected} data, but the sources hold {kind} rows",
+            hint="use preference pairs (prompt/chosen/rejected) for dpo"
+            if method == "dpo"
+            else "use chat or text rows for sft",
+        )
     return kind

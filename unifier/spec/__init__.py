@@ -1,8 +1,9 @@
 """The job spec: pydantic models nested by concern, and loading from YAML."""
+
 from .adapter import AdapterSpec
 from .compute import ComputeSpec
 from .data import DataSource, DataSpec
-from .job import BACKEND_NAMES, JobSpec
+from .job import JobSpec
 from .loading import apply_overrides, load_spec, spec_from_dict
 from .model import ModelSpec
 from .output import OutputSpec
@@ -10,6 +11,17 @@ from .quantization import QuantizationSpec
 from .training import DPOSpec, TrainingSpec
 
 __all__ = [
-    "AdapterSpec", "ComputeSpec", "DataSource", "DataSpec", "DPOSpec", "JobSpec", "ModelSpec", "OutputSpec",
-    "QuantizationSpec", "TrainingSpec", "BACKEND_NAMES", "apply_overrides", "load_spec", "spec_from_dict",
+    "AdapterSpec",
+    "ComputeSpec",
+    "DPOSpec",
+    "DataSource",
+    "DataSpec",
+    "JobSpec",
+    "ModelSpec",
+    "OutputSpec",
+    "QuantizationSpec",
+    "TrainingSpec",
+    "apply_overrides",
+    "load_spec",
+    "spec_from_dict",
 ]

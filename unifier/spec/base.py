@@ -1,4 +1,5 @@
 """Base model for every spec section: strict, documented, with "did you mean" on unknown keys."""
+
 from __future__ import annotations
 
 import difflib
@@ -18,7 +19,7 @@ class Section(BaseModel):
         if not isinstance(data, dict):
             return data
         known = set(cls.model_fields)
-        for name, field in cls.model_fields.items():
+        for field in cls.model_fields.values():
             if field.alias:
                 known.add(field.alias)
         unknown = [k for k in data if k not in known]

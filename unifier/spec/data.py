@@ -1,10 +1,12 @@
 """`data:` where training examples come from and how they are read."""
+
 from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import Field, model_validator
+from pydantic import Field, field_validator, model_validator
 
+from .. import builtin
 from .base import Section
 
 DataFormat = Literal["auto", "alpaca", "sharegpt", "messages", "text", "preference"]
@@ -29,11 +31,26 @@ class DataSource(Section):
     )
     max_rows: int | None = Field(None, gt=0, description="Read at most this many rows.")
 
+    @field_validator("path")
+    @classmethod
+    def _known_builtin(cls, value: str) -> str:
+        problem = builtin.unknown_builtin(value)
+        if problem:
+            raise ValueError(problem)
+        if builtin.is_builtin(value) and value.removeprefix(builtin.PREFIX) not in builtin.BUILTIN_DATA:
+            raise ValueError(f"'{value}' is a built-in model, not a data set")
+        return value
+
 
 class DataSpec(Section):
     train: list[DataSource] = Field(min_length=1, description="Training sources, concatenated in order.")
     eval: list[DataSource] = Field(default_factory=list, description="Evaluation sources.")
-    eval_split: float = Field(0.0, ge=0.0, lt=1.0, description="Fraction of the training rows held out for eval when data.eval is empty.")
+    eval_split: float = Field(
+        0.0,
+        ge=0.0,
+        lt=1.0,
+        description="Fraction of the training rows held out for eval when data.eval is empty.",
+    )
     shuffle: bool = Field(
         True,
         description="Shuffle the training rows once, with data.seed, when unifier writes the normalized file. "
@@ -41,7 +58,9 @@ class DataSpec(Section):
     )
     seed: int = Field(42, description="Seed for the shuffle and the eval split.")
     packing: bool = Field(False, description="Pack several samples into each max_seq_length sequence.")
-    assistant_only_loss: bool = Field(True, description="Chat data: loss on assistant turns only (false: on every token).")
+    assistant_only_loss: bool = Field(
+        True, description="Chat data: loss on assistant turns only (false: on every token)."
+    )
 
     @model_validator(mode="after")
     def _eval_sources_or_split(self):

@@ -1,10 +1,12 @@
 """The whole job spec: what a recipe file contains."""
+
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Any
 
 from pydantic import Field, field_validator, model_validator
 
+from ..backends import registry
 from .adapter import AdapterSpec
 from .base import Section
 from .compute import ComputeSpec
@@ -14,34 +16,52 @@ from .output import OutputSpec
 from .quantization import QuantizationSpec
 from .training import TrainingSpec
 
-BACKEND_NAMES = ("peft", "swift", "unsloth")
-BackendChoice = Literal["auto", "peft", "swift", "unsloth"]
+
+def _backend_enum(schema: dict) -> None:
+    schema["enum"] = ["auto", *registry.active().names()]
 
 
 class JobSpec(Section):
     """One fine-tuning job, independent of the backend that runs it."""
 
-    name: str = Field("run", pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$", description="Run name (used in output.dir).")
+    name: str = Field(
+        "run", pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$", description="Run name (used in output.dir)."
+    )
     model: ModelSpec = Field(description="Base model.")
     adapter: AdapterSpec = Field(default_factory=AdapterSpec, description="What is trained.")
-    quantization: QuantizationSpec = Field(default_factory=QuantizationSpec, description="Storage of frozen weights.")
+    quantization: QuantizationSpec = Field(
+        default_factory=QuantizationSpec, description="Storage of frozen weights."
+    )
     data: DataSpec = Field(description="Training and evaluation data.")
     training: TrainingSpec = Field(default_factory=TrainingSpec, description="Optimisation settings.")
     compute: ComputeSpec = Field(default_factory=ComputeSpec, description="Devices and processes.")
     output: OutputSpec = Field(default_factory=OutputSpec, description="Run folder.")
-    backend: BackendChoice = Field("auto", description="Backend that runs the job; 'auto' picks the first available that supports it.")
+    backend: str = Field(
+        "auto",
+        json_schema_extra=_backend_enum,
+        description="Backend that runs the job; 'auto' picks the first available that supports it.",
+    )
     backend_options: dict[str, dict[str, Any]] = Field(
         default_factory=dict,
         description="Escape hatch: per-backend raw native arguments, passed through verbatim and recorded "
-        "(e.g. {swift: {template: qwen3}, peft: {sft_config: {report_to: [tensorboard]}}}).",
+        "(e.g. {swift: {template: qwen3}, peft: {trainer_args: {warmup_steps: 10}}}).",
     )
+
+    @field_validator("backend")
+    @classmethod
+    def _known_backend(cls, value: str) -> str:
+        names = registry.active().names()
+        if value != "auto" and value not in names:
+            raise ValueError(f"unknown backend '{value}'; expected auto or one of {', '.join(names)}")
+        return value
 
     @field_validator("backend_options")
     @classmethod
     def _known_backends(cls, value: dict) -> dict:
+        names = registry.active().names()
         for key in value:
-            if key not in BACKEND_NAMES:
-                raise ValueError(f"unknown backend '{key}'; expected one of {', '.join(BACKEND_NAMES)}")
+            if key not in names:
+                raise ValueError(f"unknown backend '{key}'; expected one of {', '.join(names)}")
         return value
 
     @model_validator(mode="after")
@@ -50,6 +70,3 @@ class JobSpec(Section):
         if self.training.eval_steps and not (self.data.eval or self.data.eval_split):
             raise ValueError("training.eval_steps needs evaluation data: set data.eval or data.eval_split")
         return self
-
-    def options_for(self, backend: str) -> dict[str, Any]:
-        return dict(self.backend_options.get(backend, {}))

@@ -1,4 +1,5 @@
 """Recipe loading: YAML (safe_load), `--set key=value` overrides, readable validation errors."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -7,6 +8,7 @@ from typing import Any
 import yaml
 from pydantic import ValidationError
 
+from .. import builtin
 from ..errors import UserError
 from .job import JobSpec
 
@@ -17,7 +19,9 @@ def load_spec(path: str | Path, overrides: list[str] | None = None) -> JobSpec:
     """Read a recipe file, apply overrides, validate. Relative paths resolve against the recipe's folder."""
     path = Path(path)
     if not path.is_file():
-        raise UserError(f"{path}: recipe file not found", hint="check the path, or write one with `unify init`")
+        raise UserError(
+            f"{path}: recipe file not found", hint="check the path, or write one with `unify init`"
+        )
     try:
         raw = yaml.safe_load(path.read_text(encoding="utf-8"))
     except yaml.YAMLError as exc:
@@ -27,12 +31,16 @@ def load_spec(path: str | Path, overrides: list[str] | None = None) -> JobSpec:
     if raw is None:
         raw = {}
     if not isinstance(raw, dict):
-        raise UserError(f"{path}: expected a mapping of sections (model:, data:, ...), got {type(raw).__name__}")
+        raise UserError(
+            f"{path}: expected a mapping of sections (model:, data:, ...), got {type(raw).__name__}"
+        )
     raw = apply_overrides(raw, overrides or [])
     return spec_from_dict(raw, source=str(path), base_dir=path.parent)
 
 
-def spec_from_dict(raw: dict[str, Any], *, source: str = "<spec>", base_dir: str | Path | None = None) -> JobSpec:
+def spec_from_dict(
+    raw: dict[str, Any], *, source: str = "<spec>", base_dir: str | Path | None = None
+) -> JobSpec:
     try:
         spec = JobSpec.model_validate(raw)
     except ValidationError as exc:
@@ -62,14 +70,16 @@ def apply_overrides(raw: dict[str, Any], overrides: list[str]) -> dict[str, Any]
             if child is None:
                 child = node[part] = {}
             if not isinstance(child, dict):
-                raise UserError(f"--set {item!r}: '{'.'.join(parts[:depth + 1])}' is a value, not a section")
+                raise UserError(f"--set {item!r}: '{'.'.join(parts[: depth + 1])}' is a value, not a section")
             node = child
         node[parts[-1]] = value
     return result
 
 
 def format_validation_error(exc: ValidationError, source: str) -> str:
-    lines = [f"{source}: the recipe is not valid ({exc.error_count()} problem{'s' if exc.error_count() > 1 else ''}):"]
+    lines = [
+        f"{source}: the recipe is not valid ({exc.error_count()} problem{'s' if exc.error_count() > 1 else ''}):"
+    ]
     for err in exc.errors():
         loc = ".".join(str(p) for p in err["loc"]) or "(top level)"
         msg = err["msg"].removeprefix("Value error, ")
@@ -83,13 +93,13 @@ def format_validation_error(exc: ValidationError, source: str) -> str:
 
 def _resolve_relative_paths(spec: JobSpec, base: Path) -> None:
     for source in [*spec.data.train, *spec.data.eval]:
-        if source.path.startswith("builtin:") or Path(source.path).is_absolute():
+        if builtin.is_builtin(source.path) or Path(source.path).is_absolute():
             continue
         candidate = base / source.path
         if candidate.exists() or source.path.lower().endswith(DATA_FILE_SUFFIXES):
             source.path = str(candidate.resolve())
     name = spec.model.name_or_path
-    if not name.startswith("builtin:") and not Path(name).is_absolute():
+    if not builtin.is_builtin(name) and not Path(name).is_absolute():
         candidate = base / name
         if candidate.exists() or name.startswith(("./", "../")):
             spec.model.name_or_path = str(candidate.resolve())

@@ -1,10 +1,12 @@
 """`model:` which base model to load and how."""
+
 from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import Field
+from pydantic import Field, field_validator
 
+from .. import builtin
 from .base import Section
 
 Dtype = Literal["float32", "bfloat16", "float16"]
@@ -16,7 +18,9 @@ class ModelSpec(Section):
         "tiny model unifier builds locally (no download)."
     )
     revision: str | None = Field(None, description="Hub revision (branch, tag or commit) to load.")
-    dtype: Dtype = Field("bfloat16", description="Dtype for the weights that are not quantized, and for training precision.")
+    dtype: Dtype = Field(
+        "bfloat16", description="Dtype for the weights that are not quantized, and for training precision."
+    )
     max_seq_length: int = Field(2048, gt=0, description="Samples are truncated to this many tokens.")
     trust_remote_code: bool = Field(False, description="Allow the model repository's own Python code to run.")
     chat_template: str = Field(
@@ -25,3 +29,13 @@ class ModelSpec(Section):
         "backend), 'tokenizer' (the tokenizer's own template; it must mark assistant turns), or a path to a "
         ".jinja file.",
     )
+
+    @field_validator("name_or_path")
+    @classmethod
+    def _known_builtin(cls, value: str) -> str:
+        problem = builtin.unknown_builtin(value)
+        if problem:
+            raise ValueError(problem)
+        if builtin.is_builtin(value) and value.removeprefix(builtin.PREFIX) not in builtin.BUILTIN_MODELS:
+            raise ValueError(f"'{value}' is a built-in data set, not a model")
+        return value

@@ -1,4 +1,5 @@
 """`training:` the optimisation: method, schedule, batch and checkpointing."""
+
 from __future__ import annotations
 
 from typing import Literal
@@ -14,25 +15,40 @@ class DPOSpec(Section):
 
 
 class TrainingSpec(Section):
-    method: Literal["sft", "dpo"] = Field("sft", description="sft: supervised fine-tuning; dpo: preference optimisation.")
-    epochs: float = Field(1.0, gt=0, description="Passes over the training data (ignored when max_steps is set).")
+    method: Literal["sft", "dpo"] = Field(
+        "sft", description="sft: supervised fine-tuning; dpo: preference optimisation."
+    )
+    epochs: float = Field(
+        1.0, gt=0, description="Passes over the training data (ignored when max_steps is set)."
+    )
     max_steps: int | None = Field(None, gt=0, description="Stop after this many optimizer steps.")
     learning_rate: float = Field(2e-4, gt=0, description="Peak learning rate.")
-    lr_scheduler: Literal["linear", "cosine", "constant", "constant_with_warmup"] = Field("linear", description="Learning-rate schedule.")
+    lr_scheduler: Literal["linear", "cosine", "constant", "constant_with_warmup"] = Field(
+        "linear", description="Learning-rate schedule."
+    )
     warmup_ratio: float = Field(0.0, ge=0, lt=1, description="Fraction of steps for linear warm-up.")
     warmup_steps: int = Field(0, ge=0, description="Warm-up steps (overrides warmup_ratio when > 0).")
-    weight_decay: float = Field(0.0, ge=0, description="AdamW weight decay (ms-swift's own default is 0.1; unifier passes this one).")
-    optimizer: Literal["adamw_torch", "adamw_8bit", "paged_adamw_8bit", "sgd"] = Field("adamw_torch", description="Optimizer.")
+    weight_decay: float = Field(
+        0.0, ge=0, description="AdamW weight decay (ms-swift's own default is 0.1; unifier passes this one)."
+    )
+    optimizer: Literal["adamw_torch", "adamw_8bit", "paged_adamw_8bit", "sgd"] = Field(
+        "adamw_torch", description="Optimizer."
+    )
     adam_beta1: float = Field(0.9, ge=0, lt=1, description="Adam beta1.")
-    adam_beta2: float = Field(0.999, ge=0, lt=1, description="Adam beta2 (ms-swift's own default is 0.95; unifier passes this one).")
+    adam_beta2: float = Field(
+        0.999, ge=0, lt=1, description="Adam beta2 (ms-swift's own default is 0.95; unifier passes this one)."
+    )
     adam_epsilon: float = Field(1e-8, gt=0, description="Adam epsilon.")
     max_grad_norm: float = Field(1.0, ge=0, description="Gradient clipping norm (0 disables).")
     per_device_batch_size: int = Field(1, gt=0, description="Samples per device per forward pass.")
     gradient_accumulation_steps: int = Field(1, gt=0, description="Forward passes per optimizer step.")
-    gradient_checkpointing: bool = Field(False, description="Recompute activations in backward to save memory.")
+    gradient_checkpointing: bool = Field(
+        False, description="Recompute activations in backward to save memory."
+    )
     seed: int = Field(42, description="Seed set before the model and adapter are built.")
     logging_steps: int = Field(1, gt=0, description="Log metrics every N optimizer steps.")
-    save_steps: int | None = Field(None, gt=0, description="Save a checkpoint every N steps (null: only at the end).")
+    save_steps: int | None = Field(
+        None, gt=0, description="Save a checkpoint every N steps (null: only at the end)."
+    )
     eval_steps: int | None = Field(None, gt=0, description="Evaluate every N steps (needs eval data).")
     dpo: DPOSpec = Field(default_factory=DPOSpec, description="DPO settings (used when method is dpo).")
-

@@ -1,0 +1,107 @@
+# The library every printed Python training program shares (data loading, trainer, saving, merging).
+# `unify plan` inlines this file verbatim into the printed scripts, so they run without unifier; the
+# swift backend's after-training merge calls merge_adapter from here too.
+
+
+def load_data(config):
+    from datasets import load_dataset
+
+    paths = config["paths"]
+    files = {"train": paths["train_file"]}
+    if config["eval"]:
+        files["eval"] = paths["eval_file"]
+    data = load_dataset("json", data_files=files)
+    return data["train"], data.get("eval")
+
+
+def build_trainer(config, model, tokenizer, train, evaluation, callbacks):
+    adapter_weights = float32_adapter_weights(model)
+    if config["method"] == "dpo":
+        from trl import DPOConfig, DPOTrainer
+
+        trainer = DPOTrainer(
+            model=model,
+            args=DPOConfig(**config["trainer_args"]),
+            train_dataset=train,
+            eval_dataset=evaluation,
+            processing_class=tokenizer,
+            callbacks=list(callbacks),
+        )
+    else:
+        from trl import SFTConfig, SFTTrainer
+
+        trainer = SFTTrainer(
+            model=model,
+            args=SFTConfig(**config["trainer_args"]),
+            train_dataset=train,
+            eval_dataset=evaluation,
+            processing_class=tokenizer,
+            callbacks=list(callbacks),
+        )
+    for name, param in trainer.model.named_parameters():
+        if name in adapter_weights:
+            param.data = adapter_weights[name]
+    for callback in callbacks:  # a callback that draws its own progress replaces the default bar
+        for replaced in getattr(callback, "replaces", ()):
+            trainer.remove_callback(replaced)
+    return trainer
+
+
+def float32_adapter_weights(model):
+    """trl casts QLoRA adapter weights to bfloat16 on its own (lossy); ms-swift and peft keep them in float32.
+    unifier's convention is float32 trainable adapter weights on every backend: keep exact copies to restore
+    once the trainer is built (before its optimizer exists)."""
+    import torch
+
+    if not (getattr(model, "is_loaded_in_4bit", False) or getattr(model, "is_loaded_in_8bit", False)):
+        return {}
+    return {
+        name: param.detach().to(torch.float32).clone()
+        for name, param in model.named_parameters()
+        if param.requires_grad
+    }
+
+
+def train(config, trainer):
+    return trainer.train(resume_from_checkpoint=config["resume_from_checkpoint"])
+
+
+def save_outputs(config, trainer, tokenizer):
+    import json
+    import os
+
+    paths = config["paths"]
+    os.makedirs(trainer.args.output_dir, exist_ok=True)
+    with open(os.path.join(trainer.args.output_dir, "log_history.json"), "w") as handle:
+        json.dump(trainer.state.log_history, handle)
+    model = trainer.model
+    if config["lora"] is None:
+        trainer.save_model(paths["model_dir"])
+        tokenizer.save_pretrained(paths["model_dir"])
+        return
+    model.save_pretrained(paths["adapter_dir"])
+    tokenizer.save_pretrained(paths["adapter_dir"])
+    if config["save"] in ("merged", "both"):
+        merge_adapter(
+            config.get("prequantized_from") or config["model"],
+            config["revision"],
+            config["trust_remote_code"],
+            config["dtype"],
+            paths["adapter_dir"],
+            paths["merged_dir"],
+        )
+        tokenizer.save_pretrained(paths["merged_dir"])
+
+
+def merge_adapter(base_model, revision, trust_remote_code, dtype, adapter_dir, merged_dir):
+    """The base model in model.dtype with the adapter merged in (for QLoRA too: merged into the 16-bit base,
+    not re-quantized), the same on every backend."""
+    import torch
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM
+
+    base = AutoModelForCausalLM.from_pretrained(
+        base_model, revision=revision, trust_remote_code=trust_remote_code, dtype=getattr(torch, dtype)
+    )
+    merged = PeftModel.from_pretrained(base, adapter_dir).merge_and_unload()
+    merged.save_pretrained(merged_dir)

@@ -1,0 +1,99 @@
+"""What the peft and unsloth backends share: a Python program (CONFIG + standalone script) on trl trainers.
+
+Subclasses name their program and translate the model, adapter and quantization sections their own way;
+the data, optimisation, compute and output sections are the same trl arguments for both.
+"""
+
+from __future__ import annotations
+
+import importlib
+import importlib.util
+from pathlib import Path
+from typing import Any, ClassVar
+
+from . import trl_config
+from .base import Backend, PlanContext, RunResult, render_program
+from .plan import Plan, ScriptProgram
+
+LIBRARY = Path(__file__).with_name("inline_library.py")
+CALLBACKS = ("metrics", "progress", "probe")
+
+
+class TrlBackend(Backend):
+    program_module: ClassVar[str]  # e.g. "unifier.backends.peft_program"; its file is the printed script
+    script_name: ClassVar[str]
+    option_targets: ClassVar[dict[str, str]]  # backend_options group -> the CONFIG mapping it updates
+
+    def translate_data(self, ctx: PlanContext) -> dict[str, Any]:
+        return trl_config.data_section(ctx)
+
+    def translate_optimisation(self, ctx: PlanContext) -> dict[str, Any]:
+        return trl_config.optimisation_section(ctx)
+
+    def translate_compute(self, ctx: PlanContext) -> dict[str, Any]:
+        return trl_config.compute_section(ctx)
+
+    def translate_output(self, ctx: PlanContext) -> dict[str, Any]:
+        return trl_config.output_section(ctx)
+
+    def assemble(self, ctx: PlanContext, fragments: dict[str, Any]) -> Plan:
+        config = trl_config.merge_fragments(fragments)
+        for group, values in ctx.options(self.name).items():  # the escape hatch: verbatim, last
+            target = config.get(self.option_targets[group])
+            if isinstance(target, dict):
+                target.update(values)
+        program_file = Path(importlib.util.find_spec(self.program_module).origin)
+        source = render_program(program_file, LIBRARY, config)
+        program = ScriptProgram(
+            entry=f"{self.program_module}:main",
+            config=config,
+            source=source,
+            path=str(ctx.folder.native_program(self.script_name)),
+        )
+        callbacks = tuple(name for name in CALLBACKS if name != "probe" or ctx.spec.output.probe)
+        return Plan(
+            backend=self.name,
+            run_dir=str(ctx.folder.root),
+            data_kind=ctx.data_kind,
+            program=program,
+            callbacks=callbacks,
+            notes=self.notes(ctx, config),
+            resume_from=ctx.resume_from,
+            world_size=ctx.spec.compute.world_size,
+        )
+
+    def notes(self, ctx: PlanContext, config: dict) -> tuple[str, ...]:
+        return target_module_notes(ctx)
+
+    def run(self, plan: Plan) -> RunResult:
+        from .hf_callbacks import build_callbacks
+
+        program = plan.program
+        assert isinstance(program, ScriptProgram)
+        self.prepare_process(plan)
+        module_name, function = program.entry.split(":")
+        script = Path(program.path)
+        script.parent.mkdir(parents=True, exist_ok=True)
+        script.write_text(plan.render(), encoding="utf-8")
+        main = getattr(importlib.import_module(module_name), function)
+        main(program.config, callbacks=build_callbacks(plan.callbacks, program.config["paths"]))
+        return RunResult(native_command=f"python {script}", backend_details=self.details(plan))
+
+    def prepare_process(self, plan: Plan) -> None:
+        """Environment the program needs in unifier's own process (before its imports)."""
+
+    def details(self, plan: Plan) -> dict[str, Any]:
+        return {}
+
+
+def target_module_notes(ctx: PlanContext) -> tuple[str, ...]:
+    if ctx.spec.adapter.type == "full":
+        return ()
+    if ctx.target_modules is None:
+        return (
+            "target_modules all-linear: resolved from the model's weight names when the run starts "
+            "(they are not readable here)",
+        )
+    if ctx.spec.adapter.target_modules == "all-linear":
+        return (f"target_modules all-linear = {', '.join(ctx.target_modules)} (from {ctx.model.source})",)
+    return ()

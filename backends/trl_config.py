@@ -1,0 +1,183 @@
+"""Spec sections -> transformers / peft / trl / bitsandbytes keyword arguments (the peft and unsloth backends).
+
+One function per spec section, each returning a fragment of the program's CONFIG: top-level keys, and
+`trainer_args` for SFTConfig / DPOConfig. Every value is passed explicitly, so no library default leaks
+into a run (trl's bf16=True on CPU, its shuffling, its NaN-filtered loss logging...).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from unifier.builtin import chatml_template_file
+
+from .base import PlanContext
+
+
+def chat_template_file(ctx: PlanContext) -> str | None:
+    choice = ctx.spec.model.chat_template
+    if choice == "chatml":
+        return str(chatml_template_file())
+    if choice == "tokenizer":
+        return None
+    return choice  # a .jinja path, made absolute when the recipe was loaded
+
+
+def target_modules(ctx: PlanContext) -> list[str] | str:
+    """The resolved module list (the same on every backend); 'all-linear' only while it cannot be resolved."""
+    return list(ctx.target_modules) if ctx.target_modules is not None else "all-linear"
+
+
+def model_section(ctx: PlanContext) -> dict[str, Any]:
+    m = ctx.spec.model
+    return {
+        "model": ctx.model.location,
+        "revision": m.revision,
+        "trust_remote_code": m.trust_remote_code,
+        "dtype": m.dtype,
+        "chat_template_file": chat_template_file(ctx),
+        "trainer_args": {"max_length": m.max_seq_length},
+    }
+
+
+def lora_section(ctx: PlanContext) -> dict[str, Any]:
+    a = ctx.spec.adapter
+    if a.type == "full":
+        return {"lora": None}
+    return {
+        "lora": {
+            "r": a.r,
+            "lora_alpha": a.alpha,
+            "lora_dropout": a.dropout,
+            "target_modules": target_modules(ctx),
+            "use_rslora": a.use_rslora,
+            "use_dora": a.use_dora,
+            "modules_to_save": list(a.modules_to_save) or None,
+            "bias": "none",
+        }
+    }
+
+
+def bnb_section(ctx: PlanContext) -> dict[str, Any]:
+    q, m = ctx.spec.quantization, ctx.spec.model
+    if q.bits is None:
+        return {"quantization": None}
+    if q.bits == 8:
+        return {"quantization": {"load_in_8bit": True}}
+    return {
+        "quantization": {
+            "load_in_4bit": True,
+            "bnb_4bit_quant_type": q.quant_type,
+            "bnb_4bit_use_double_quant": q.double_quant,
+            "bnb_4bit_compute_dtype": q.compute_dtype or m.dtype,
+        }
+    }
+
+
+def data_section(ctx: PlanContext) -> dict[str, Any]:
+    d, method = ctx.spec.data, ctx.spec.training.method
+    args: dict[str, Any] = {
+        "data_seed": d.seed,
+        "train_sampling_strategy": "sequential",  # unifier shuffled the file already
+        "dataloader_num_workers": 0,
+    }
+    if method != "dpo":
+        args.update(
+            {
+                "packing": d.packing,
+                "shuffle_dataset": False,
+                "assistant_only_loss": ctx.data_kind == "chat" and d.assistant_only_loss,
+                "dataset_text_field": "text",
+            }
+        )
+    return {"eval": ctx.has_eval, "trainer_args": args}
+
+
+def optimisation_section(ctx: PlanContext) -> dict[str, Any]:
+    t = ctx.spec.training
+    args: dict[str, Any] = {
+        "num_train_epochs": t.epochs,
+        "max_steps": t.max_steps or -1,
+        "learning_rate": t.learning_rate,
+        "lr_scheduler_type": t.lr_scheduler,
+        "warmup_steps": t.warmup_steps if t.warmup_steps else t.warmup_ratio,
+        "weight_decay": t.weight_decay,
+        "optim": t.optimizer,
+        "adam_beta1": t.adam_beta1,
+        "adam_beta2": t.adam_beta2,
+        "adam_epsilon": t.adam_epsilon,
+        "max_grad_norm": t.max_grad_norm,
+        "per_device_train_batch_size": t.per_device_batch_size,
+        "per_device_eval_batch_size": t.per_device_batch_size,
+        "gradient_accumulation_steps": t.gradient_accumulation_steps,
+        "gradient_checkpointing": t.gradient_checkpointing,
+        "seed": t.seed,
+    }
+    if t.method == "dpo":
+        args.update({"beta": t.dpo.beta, "loss_type": [t.dpo.loss_type]})
+    return {
+        "method": t.method,
+        "seed": t.seed,
+        "gradient_checkpointing": t.gradient_checkpointing,
+        "trainer_args": args,
+    }
+
+
+def compute_section(ctx: PlanContext) -> dict[str, Any]:
+    dtype = ctx.spec.model.dtype
+    return {"trainer_args": {"bf16": dtype == "bfloat16", "fp16": dtype == "float16", "use_cpu": ctx.on_cpu}}
+
+
+def output_section(ctx: PlanContext) -> dict[str, Any]:
+    t, o = ctx.spec.training, ctx.spec.output
+    evaluates = ctx.has_eval and bool(t.eval_steps)
+    args: dict[str, Any] = {
+        "output_dir": str(ctx.folder.checkpoints),
+        "logging_steps": t.logging_steps,
+        "logging_nan_inf_filter": False,  # a NaN loss must be seen, not averaged away
+        "save_strategy": "steps" if t.save_steps else "no",
+        "eval_strategy": "steps" if evaluates else "no",
+        "report_to": [],
+        "include_num_input_tokens_seen": "all",  # same count as ms-swift (which takes only true/false)
+        "disable_tqdm": False,
+    }
+    if t.save_steps:
+        args["save_steps"] = t.save_steps
+    if evaluates:
+        args["eval_steps"] = t.eval_steps
+    return {
+        "save": o.save,
+        "paths": ctx.folder.paths(),
+        "resume_from_checkpoint": ctx.resume_from,
+        "trainer_args": args,
+    }
+
+
+def merge_fragments(fragments: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    """Section fragments -> one CONFIG, merging nested mappings (trainer_args, from_pretrained...). A value set
+    by two sections is a translation bug, raised at once."""
+    config: dict[str, Any] = {"trainer_args": {}}
+    owner: dict[str, str] = {}
+    for section, fragment in fragments.items():
+        _merge_into(config, fragment, section, owner, prefix="")
+    return config
+
+
+def _merge_into(target: dict, fragment: dict, section: str, owner: dict[str, str], prefix: str) -> None:
+    for key, value in fragment.items():
+        path = f"{prefix}{key}"
+        if path in owner:
+            raise AssertionError(f"{path} is translated by both the {owner[path]} and the {section} section")
+        if isinstance(value, dict) and value:
+            if key not in target:
+                target[key] = {}
+            elif not isinstance(target[key], dict):
+                raise AssertionError(
+                    f"{path} is a value in one section and a mapping in the {section} section"
+                )
+            _merge_into(target[key], value, section, owner, prefix=path + ".")
+            continue
+        if key in target and isinstance(target[key], dict) and target[key]:
+            raise AssertionError(f"{path} is a mapping in one section and a value in the {section} section")
+        owner[path] = section
+        target[key] = value
