@@ -7,7 +7,8 @@ import shutil
 from pathlib import Path
 from typing import Any
 
-from unifier.runfolder import CHECKPOINT_PREFIX
+from unifier.ownership import newest_checkpoint
+from unifier.runfolder import RunFolder
 
 from .plan import AfterStep, CheckRanks, CollectCheckpoint, MergeAdapter
 
@@ -45,19 +46,14 @@ def run_step(step: AfterStep) -> dict[str, Any]:
     raise TypeError(f"unknown step {step!r}")
 
 
-def newest_checkpoint(checkpoints: Path) -> Path:
-    found = sorted(
-        (p for p in checkpoints.glob(f"{CHECKPOINT_PREFIX}*") if p.name[len(CHECKPOINT_PREFIX) :].isdigit()),
-        key=lambda p: int(p.name[len(CHECKPOINT_PREFIX) :]),
-    )
-    if not found:
-        raise RuntimeError(f"the trainer wrote no checkpoint under {checkpoints}")
-    return found[-1]
-
-
 def collect_checkpoint(step: CollectCheckpoint) -> dict[str, Any]:
     """The final checkpoint becomes adapter/ (or model/), with the tokenizer ms-swift does not save."""
-    checkpoint = newest_checkpoint(Path(step.checkpoints))
+    found = newest_checkpoint(RunFolder(step.run_dir))
+    if found is None:
+        raise RuntimeError(
+            f"the trainer wrote no complete checkpoint under {RunFolder(step.run_dir).checkpoints}"
+        )
+    checkpoint = found.path
     target = Path(step.target)
     shutil.copytree(checkpoint, target, dirs_exist_ok=True, ignore=shutil.ignore_patterns(*NOT_COLLECTED))
     if step.tokenizer_from and Path(step.tokenizer_from).is_dir():

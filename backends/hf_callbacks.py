@@ -1,9 +1,11 @@
-"""Trainer callbacks unifier attaches on every backend (imported only while training): metrics.jsonl,
+"""Trainer callbacks unifier attaches on every backend (imported only while training; the ms-swift plugin
+wraps the same classes): metrics.jsonl, numerical health, stop-on-signal, secret scrubbing of checkpoints,
 progress, the parity probe."""
 
 from __future__ import annotations
 
 import json
+import math
 import time
 from pathlib import Path
 
@@ -15,14 +17,13 @@ class MetricsCallback(TrainerCallback):
     """One line per logging step in the schema every backend shares (see unifier.metrics)."""
 
     def __init__(self, path: str | Path):
-        self.path = Path(path)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        self.path.write_text("")
+        self.path = Path(path)  # unifier created (or, resuming, trimmed) it; every record is appended
         self._last_time = None
         self._last_step = 0
 
     def on_train_begin(self, args, state, control, **kwargs):
         self._last_time = time.perf_counter()
+        self._last_step = state.global_step  # a resumed run starts at its checkpoint's step
 
     def on_log(self, args, state, control, logs=None, **kwargs):
         from unifier.metrics import metrics_record
@@ -47,7 +48,85 @@ class MetricsCallback(TrainerCallback):
         if "loss" in logs:
             self._last_time, self._last_step = now, state.global_step
         with self.path.open("a", encoding="utf-8") as handle:
-            handle.write(json.dumps(record) + "\n")
+            handle.write(json.dumps(record, allow_nan=False) + "\n")
+
+
+class TrainingDiverged(RuntimeError):
+    """A non-finite loss or gradient norm: the run stops (exit 1) instead of training on garbage."""
+
+
+class HealthCallback(TrainerCallback):
+    """Stops the run at the first logged non-finite loss or gradient norm, naming the step."""
+
+    def on_log(self, args, state, control, logs=None, **kwargs):
+        bad = [
+            key
+            for key in ("loss", "grad_norm", "eval_loss")
+            if isinstance((logs or {}).get(key), float) and not math.isfinite(logs[key])
+        ]
+        if bad:
+            values = ", ".join(f"{key} {logs[key]}" for key in bad)
+            raise TrainingDiverged(
+                f"step {state.global_step}: {values}; the weights are no longer usable. "
+                "Lower training.learning_rate (or set training.max_grad_norm), and check the data "
+                "for empty or extreme rows"
+            )
+
+
+class StopOnSignalCallback(TrainerCallback):
+    """SIGINT/SIGTERM (unifier.interrupts): at the next optimizer step, save a checkpoint and stop. With several
+    processes the ranks agree first (one all-reduce of a flag per step), so all stop at the same step."""
+
+    def __init__(self, stop_file: str | None):
+        self.stop_file = stop_file
+
+    def on_step_end(self, args, state, control, **kwargs):
+        from unifier.interrupts import stop_requested
+
+        if agreed(stop_requested(self.stop_file)):
+            control.should_save = True
+            control.should_training_stop = True
+        return control
+
+
+def agreed(flag: bool) -> bool:
+    import torch.distributed as dist
+
+    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
+        return flag
+    import torch
+
+    device = (
+        torch.device("cuda", torch.cuda.current_device())
+        if dist.get_backend() == "nccl"
+        else torch.device("cpu")
+    )
+    value = torch.tensor([1 if flag else 0], device=device)
+    dist.all_reduce(value, op=dist.ReduceOp.MAX)
+    return bool(value.item())
+
+
+class ScrubSecretsCallback(TrainerCallback):
+    """After each checkpoint save: no secret value (from the environment) stays in its files (training_args.bin
+    pickles the trainer's arguments, a hub_token included)."""
+
+    def on_save(self, args, state, control, **kwargs):
+        from unifier.secrets import scrub_tree
+
+        if state.is_world_process_zero:
+            scrub_tree(Path(args.output_dir) / f"checkpoint-{state.global_step}")
+
+
+class CpuFourBitCallback(TrainerCallback):
+    """bitsandbytes' CPU 4-bit layers repack their weights on the first no-grad forward in eval mode (an
+    evaluation) into an inference-only layout; every training step after it then fails ("a view of a leaf
+    Variable ... in-place operation") or, for layers without bias, computes wrong gradients. Turning the
+    repacking off before training keeps QLoRA with evaluation correct on CPU (a no-op elsewhere)."""
+
+    def on_train_begin(self, args, state, control, model=None, **kwargs):
+        from .inline_library import keep_cpu_4bit_trainable
+
+        keep_cpu_4bit_trainable(model)
 
 
 class RichProgressCallback(TrainerCallback):
@@ -119,6 +198,10 @@ class ProbeCallback(TrainerCallback):
 
 CALLBACK_FACTORIES = {
     "metrics": lambda paths: MetricsCallback(paths["metrics_file"]),
+    "health": lambda paths: HealthCallback(),
+    "stop_on_signal": lambda paths: StopOnSignalCallback(paths["stop_file"]),
+    "scrub_secrets": lambda paths: ScrubSecretsCallback(),
+    "cpu_4bit": lambda paths: CpuFourBitCallback(),
     "progress": lambda paths: RichProgressCallback(),
     "probe": lambda paths: ProbeCallback(paths["probe_dir"]),
 }

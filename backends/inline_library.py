@@ -3,6 +3,27 @@
 # swift backend's after-training merge calls merge_adapter from here too.
 
 
+def expand_references(value, environ=None):
+    """`${NAME}` -> the environment variable's value. Recipes refer to secrets this way; only the training
+    process expands them, right before the library call, so no file or printed plan holds the value."""
+    import os
+    import re
+
+    environ = os.environ if environ is None else environ
+    if isinstance(value, dict):
+        return {key: expand_references(item, environ) for key, item in value.items()}
+    if isinstance(value, list):
+        return [expand_references(item, environ) for item in value]
+    match = re.fullmatch(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}", value) if isinstance(value, str) else None
+    if match is None:
+        return value
+    if match.group(1) not in environ:
+        raise KeyError(
+            f"environment variable {match.group(1)} is not set (the recipe refers to it as {value})"
+        )
+    return environ[match.group(1)]
+
+
 def load_data(config):
     from datasets import load_dataset
 
@@ -15,6 +36,7 @@ def load_data(config):
 
 
 def build_trainer(config, model, tokenizer, train, evaluation, callbacks):
+    keep_cpu_4bit_trainable(model)
     adapter_weights = float32_adapter_weights(model)
     if config["method"] == "dpo":
         from trl import DPOConfig, DPOTrainer
@@ -47,6 +69,23 @@ def build_trainer(config, model, tokenizer, train, evaluation, callbacks):
     return trainer
 
 
+def keep_cpu_4bit_trainable(model):
+    """bitsandbytes' CPU 4-bit layers repack their weights on the first no-grad forward in eval mode (an
+    evaluation) into an inference-only layout; every training step after it then fails ("a view of a leaf
+    Variable ... in-place operation") or, for layers without bias, computes wrong gradients. Turning that
+    repacking off keeps QLoRA with evaluation correct on CPU (nothing changes on a GPU)."""
+    try:
+        import bitsandbytes as bnb
+    except ImportError:
+        return 0
+    count = 0
+    for module in model.modules():
+        if isinstance(module, bnb.nn.Linear4bit) and getattr(module, "support_avx512bf16_for_cpu", False):
+            module.support_avx512bf16_for_cpu = False
+            count += 1
+    return count
+
+
 def float32_adapter_weights(model):
     """trl casts QLoRA adapter weights to bfloat16 on its own (lossy); ms-swift and peft keep them in float32.
     unifier's convention is float32 trainable adapter weights on every backend: keep exact copies to restore
@@ -63,7 +102,14 @@ def float32_adapter_weights(model):
 
 
 def train(config, trainer):
-    return trainer.train(resume_from_checkpoint=config["resume_from_checkpoint"])
+    checkpoint = config["resume_from_checkpoint"]
+    model = trainer.model
+    if checkpoint and len(getattr(model, "peft_config", {})) > 1:
+        # trl's DPO keeps a frozen "ref" adapter beside "default"; transformers then restores only the adapter
+        # sub-folders of a checkpoint, so the trained one is loaded here first
+        model.load_adapter(checkpoint, adapter_name="default", is_trainable=True)
+        model.set_adapter("default")
+    return trainer.train(resume_from_checkpoint=checkpoint)
 
 
 def save_outputs(config, trainer, tokenizer):
@@ -81,7 +127,8 @@ def save_outputs(config, trainer, tokenizer):
         return
     model.save_pretrained(paths["adapter_dir"])
     tokenizer.save_pretrained(paths["adapter_dir"])
-    if config["save"] in ("merged", "both"):
+    stopped_early = trainer.state.global_step < trainer.state.max_steps  # on a signal: no slow merge
+    if config["save"] in ("merged", "both") and not stopped_early:
         merge_adapter(
             config.get("prequantized_from") or config["model"],
             config["revision"],

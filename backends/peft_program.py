@@ -4,7 +4,7 @@
 import json
 import sys
 
-from unifier.backends.inline_library import build_trainer, load_data, save_outputs, train  # unifier:inline
+from unifier.backends.inline_library import *  # unifier:inline
 
 CONFIG: dict = {}
 
@@ -49,6 +49,7 @@ def add_adapter(model, config):
 
 
 def main(config, callbacks=()):
+    config = expand_references(config)  # ${NAME} references to secrets in the environment
     from transformers import set_seed
 
     set_seed(config["seed"])  # before the model and adapter are built: the LoRA init depends on it

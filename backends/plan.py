@@ -10,6 +10,7 @@ runs after training (collecting a checkpoint, merging, checking ranks). `unify p
 from __future__ import annotations
 
 import json
+import re
 import shlex
 from dataclasses import asdict, dataclass, field
 from typing import Any
@@ -40,12 +41,19 @@ class CommandProgram:
     in_process: str | None = None
 
     def render(self) -> str:
-        prefix = " ".join(f"{k}={shlex.quote(v)}" for k, v in self.env.items())
-        head = " ".join([prefix, *map(shlex.quote, self.argv[:2])]).strip()
+        prefix = " ".join(f"{k}={shell_word(v)}" for k, v in self.env.items())
+        head = " ".join([prefix, *map(shell_word, self.argv[:2])]).strip()
         lines = [
-            " ".join(shlex.quote(p) for p in [flag, *values]) for flag, values in grouped_flags(self.argv[2:])
+            " ".join(shell_word(p) for p in [flag, *values]) for flag, values in grouped_flags(self.argv[2:])
         ]
         return " \\\n    ".join([head, *lines]) + "\n"
+
+
+def shell_word(value: str) -> str:
+    """A shell word for `value`; a `${NAME}` reference stays one the shell expands (a secret is never printed)."""
+    if re.fullmatch(r"\$\{[A-Za-z_][A-Za-z0-9_]*\}", value):
+        return f'"{value}"'
+    return shlex.quote(value)
 
 
 Program = ScriptProgram | CommandProgram
@@ -65,7 +73,7 @@ class DataView:
 class CollectCheckpoint:
     """The newest checkpoint becomes adapter/ (or model/), with the tokenizer files and the chat template."""
 
-    checkpoints: str
+    run_dir: str
     target: str
     tokenizer_from: str | None
     chat_template: str | None
@@ -135,7 +143,7 @@ class Plan:
 
 def describe_step(step: AfterStep) -> str:
     if isinstance(step, CollectCheckpoint):
-        return f"copies the newest checkpoint under {step.checkpoints} to {step.target} (+ tokenizer)"
+        return f"copies the newest checkpoint to {step.target} (+ tokenizer)"
     if isinstance(step, MergeAdapter):
         return (
             f"merges adapter/ into the base model in {step.dtype} (peft merge_and_unload, never re-quantized) -> "

@@ -8,9 +8,9 @@ models, its own shuffling, versioned output folders) never reach a unifier run. 
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
-import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -38,12 +38,12 @@ SWIFT_MODEL_TYPES = {
     "phi3": "phi3",
     "glm4": "glm4",
 }
-STRATEGY_ARGS = {
-    "zero2": ["--deepspeed", "zero2"],
-    "zero2_offload": ["--deepspeed", "zero2_offload"],
-    "zero3": ["--deepspeed", "zero3"],
-    "zero3_offload": ["--deepspeed", "zero3_offload"],
-    "fsdp2": ["--fsdp", "fsdp2"],
+STRATEGY_FLAGS = {
+    "zero2": [("--deepspeed", "zero2")],
+    "zero2_offload": [("--deepspeed", "zero2_offload")],
+    "zero3": [("--deepspeed", "zero3")],
+    "zero3_offload": [("--deepspeed", "zero3_offload")],
+    "fsdp2": [("--fsdp", "fsdp2")],
     "ddp": [],
 }
 TOKENIZER_FILES = (
@@ -61,6 +61,15 @@ SWIFT_LAYOUT = "swift"  # the data view: ms-swift's messages / rejected_messages
 
 def flag(value: bool) -> str:
     return "true" if value else "false"
+
+
+def argv_of(flags: list[tuple[str, Any]]) -> list[str]:
+    """[("--lora_rank", 8), ("--use_dora", False), ("--target_modules", ["q", "v"])] -> ms-swift's argv."""
+    argv: list[str] = []
+    for name, value in flags:
+        values = value if isinstance(value, (list, tuple)) else [value]
+        argv += [name, *(flag(v) if isinstance(v, bool) else str(v) for v in values)]
+    return argv
 
 
 class SwiftBackend(Backend):
@@ -115,144 +124,107 @@ class SwiftBackend(Backend):
     def translate_model(self, ctx: PlanContext) -> dict[str, Any]:
         m = ctx.spec.model
         # --use_hf: a hub name means the Hugging Face Hub on every backend (ms-swift's own default is ModelScope)
-        argv = ["--model", ctx.model.location, "--use_hf", "true"]
+        flags = [("--model", ctx.model.location), ("--use_hf", "true")]
         model_type = swift_model_type(ctx.spec)
         if model_type:
-            argv += ["--model_type", model_type]
+            flags.append(("--model_type", model_type))
         if m.revision:
-            argv += ["--model_revision", m.revision]
+            flags.append(("--model_revision", m.revision))
         if m.chat_template == "chatml":
-            argv += ["--template", "chatml", "--agent_template", "hermes"]
-        argv += ["--torch_dtype", m.dtype, "--max_length", str(m.max_seq_length)]
+            flags += [("--template", "chatml"), ("--agent_template", "hermes")]
+        flags += [("--torch_dtype", m.dtype), ("--max_length", m.max_seq_length)]
         if m.trust_remote_code:
-            argv += ["--model_kwargs", json.dumps({"trust_remote_code": True})]
+            flags.append(("--model_kwargs", json.dumps({"trust_remote_code": True})))
         env = {"UNIFIER_TRUST_REMOTE_CODE": flag(m.trust_remote_code)}  # read by the plugin (see there)
         if ctx.model.is_local:
             env["HF_HUB_OFFLINE"] = "1"  # a local folder: no hub lookups at all
-        return {"argv": argv, "env": env}
+        return {"argv": argv_of(flags), "env": env}
 
     def translate_adapter(self, ctx: PlanContext) -> dict[str, Any]:
         a = ctx.spec.adapter
-        argv = ["--tuner_type", "full" if a.type == "full" else "lora"]
+        flags: list[tuple[str, Any]] = [("--tuner_type", "full" if a.type == "full" else "lora")]
         if a.type != "full":
-            targets = trl_config.target_modules(ctx)
-            argv += [
-                "--lora_rank",
-                str(a.r),
-                "--lora_alpha",
-                str(a.alpha),
-                "--lora_dropout",
-                str(a.dropout),
-                "--use_rslora",
-                flag(a.use_rslora),
-                "--use_dora",
-                flag(a.use_dora),
-                "--lora_bias",
-                "none",
-                "--target_modules",
-                *([targets] if isinstance(targets, str) else targets),
+            flags += [
+                ("--lora_rank", a.r),
+                ("--lora_alpha", a.alpha),
+                ("--lora_dropout", a.dropout),
+                ("--use_rslora", a.use_rslora),
+                ("--use_dora", a.use_dora),
+                ("--lora_bias", "none"),
+                ("--target_modules", trl_config.target_modules(ctx)),
             ]
         if a.modules_to_save:
-            argv += ["--modules_to_save", *a.modules_to_save]
-        return {"argv": argv}
+            flags.append(("--modules_to_save", a.modules_to_save))
+        return {"argv": argv_of(flags)}
 
     def translate_quantization(self, ctx: PlanContext) -> dict[str, Any]:
         q, m = ctx.spec.quantization, ctx.spec.model
         if q.bits is None:
             return {"argv": []}
-        argv = ["--quant_method", "bnb", "--quant_bits", str(q.bits)]
+        flags: list[tuple[str, Any]] = [("--quant_method", "bnb"), ("--quant_bits", q.bits)]
         if q.bits == 4:
-            argv += [
-                "--bnb_4bit_quant_type",
-                q.quant_type,
-                "--bnb_4bit_use_double_quant",
-                flag(q.double_quant),
-                "--bnb_4bit_compute_dtype",
-                q.compute_dtype or m.dtype,
+            flags += [
+                ("--bnb_4bit_quant_type", q.quant_type),
+                ("--bnb_4bit_use_double_quant", q.double_quant),
+                ("--bnb_4bit_compute_dtype", q.compute_dtype or m.dtype),
             ]
-        return {"argv": argv}
+        return {"argv": argv_of(flags)}
 
     def translate_data(self, ctx: PlanContext) -> dict[str, Any]:
         d = ctx.spec.data
-        argv = [
-            "--dataset",
-            str(data_file(ctx, "train")),
-            "--split_dataset_ratio",
-            "0",
-            "--dataset_shuffle",
-            "false",
-            "--train_dataloader_shuffle",
-            "false",
-            "--data_seed",
-            str(d.seed),
-            "--dataset_num_proc",
-            "1",
-            "--load_from_cache_file",
-            "false",
-            "--dataloader_num_workers",
-            "0",
-            "--truncation_strategy",
-            "right",
-            "--loss_scale",
-            loss_scale(ctx.data_kind, d.assistant_only_loss),
-            "--packing",
-            flag(d.packing),
-            *(["--attn_impl", "flash_attn"] if d.packing else []),
+        flags: list[tuple[str, Any]] = [
+            ("--dataset", data_file(ctx, "train")),
+            ("--split_dataset_ratio", 0),
+            ("--dataset_shuffle", False),
+            ("--train_dataloader_shuffle", False),
+            ("--data_seed", d.seed),
+            ("--dataset_num_proc", 1),
+            ("--load_from_cache_file", False),
+            ("--dataloader_num_workers", 0),
+            ("--truncation_strategy", "right"),
+            ("--loss_scale", loss_scale(ctx.data_kind, d.assistant_only_loss)),
+            ("--packing", d.packing),
         ]
+        if d.packing:
+            flags.append(("--attn_impl", "flash_attn"))
         if ctx.data_kind == "text":
-            argv += ["--use_chat_template", "false"]  # what `swift pt` does: raw text, no chat markup
+            flags.append(("--use_chat_template", False))  # what `swift pt` does: raw text, no chat markup
         if ctx.has_eval:
-            argv += ["--val_dataset", str(data_file(ctx, "eval"))]
-        return {"argv": argv}
+            flags.append(("--val_dataset", data_file(ctx, "eval")))
+        return {"argv": argv_of(flags)}
 
     def translate_optimisation(self, ctx: PlanContext) -> dict[str, Any]:
         t = ctx.spec.training
-        argv = [
-            "--num_train_epochs",
-            str(t.epochs),
-            "--max_steps",
-            str(t.max_steps or -1),
-            "--learning_rate",
-            str(t.learning_rate),
-            "--lr_scheduler_type",
-            t.lr_scheduler,
-            "--warmup_steps",
-            str(t.warmup_steps if t.warmup_steps else t.warmup_ratio),
-            "--weight_decay",
-            str(t.weight_decay),
-            "--optim",
-            t.optimizer,
-            "--adam_beta1",
-            str(t.adam_beta1),
-            "--adam_beta2",
-            str(t.adam_beta2),
-            "--adam_epsilon",
-            str(t.adam_epsilon),
-            "--max_grad_norm",
-            str(t.max_grad_norm),
-            "--per_device_train_batch_size",
-            str(t.per_device_batch_size),
-            "--per_device_eval_batch_size",
-            str(t.per_device_batch_size),
-            "--gradient_accumulation_steps",
-            str(t.gradient_accumulation_steps),
-            "--gradient_checkpointing",
-            flag(t.gradient_checkpointing),
-            "--seed",
-            str(t.seed),
+        flags: list[tuple[str, Any]] = [
+            ("--num_train_epochs", t.epochs),
+            ("--max_steps", t.max_steps or -1),
+            ("--learning_rate", t.learning_rate),
+            ("--lr_scheduler_type", t.lr_scheduler),
+            ("--warmup_steps", t.warmup_steps if t.warmup_steps else t.warmup_ratio),
+            ("--weight_decay", t.weight_decay),
+            ("--optim", t.optimizer),
+            ("--adam_beta1", t.adam_beta1),
+            ("--adam_beta2", t.adam_beta2),
+            ("--adam_epsilon", t.adam_epsilon),
+            ("--max_grad_norm", t.max_grad_norm),
+            ("--per_device_train_batch_size", t.per_device_batch_size),
+            ("--per_device_eval_batch_size", t.per_device_batch_size),
+            ("--gradient_accumulation_steps", t.gradient_accumulation_steps),
+            ("--gradient_checkpointing", t.gradient_checkpointing),
+            ("--seed", t.seed),
         ]
         if t.method == "dpo":
-            argv += ["--rlhf_type", "dpo", "--beta", str(t.dpo.beta), "--loss_type", t.dpo.loss_type]
-        return {"argv": argv}
+            flags += [("--rlhf_type", "dpo"), ("--beta", t.dpo.beta), ("--loss_type", t.dpo.loss_type)]
+        return {"argv": argv_of(flags)}
 
     def translate_compute(self, ctx: PlanContext) -> dict[str, Any]:
         c, dtype = ctx.spec.compute, ctx.spec.model.dtype
-        argv = ["--fp16", flag(dtype == "float16"), "--bf16", flag(dtype == "bfloat16")]
+        flags: list[tuple[str, Any]] = [("--fp16", dtype == "float16"), ("--bf16", dtype == "bfloat16")]
         if ctx.on_cpu:
-            argv += ["--use_cpu", "true"]
+            flags.append(("--use_cpu", True))
         env = {}
         if ctx.multi_process:
-            argv += STRATEGY_ARGS[c.strategy]
+            flags += STRATEGY_FLAGS[c.strategy]
             env.update(
                 NPROC_PER_NODE=str(c.nproc_per_node),
                 NNODES=str(c.nnodes),
@@ -260,46 +232,36 @@ class SwiftBackend(Backend):
                 MASTER_ADDR=c.master_addr,
                 MASTER_PORT=str(c.master_port),
             )
-        return {"argv": argv, "env": env}
+        return {"argv": argv_of(flags), "env": env}
 
     def translate_output(self, ctx: PlanContext) -> dict[str, Any]:
-        t, c = ctx.spec.training, ctx.spec.compute
+        t = ctx.spec.training
         evaluates = ctx.has_eval and bool(t.eval_steps)
-        fsdp2 = ctx.multi_process and c.strategy == "fsdp2"
-        argv = [
-            "--output_dir",
-            str(ctx.folder.checkpoints),
-            "--add_version",
-            "false",
-            "--check_model",
-            "false",
-            "--logging_steps",
-            str(t.logging_steps),
-            "--logging_nan_inf_filter",
-            "false",
-            # a final checkpoint is always written (save_steps falls back to "only at the end")
-            "--save_strategy",
-            "steps",
-            "--save_steps",
-            str(t.save_steps or 10**9),
-            # FSDP2's sharded checkpoints refuse save_only_model; the adapter is saved in full either way
-            "--save_only_model",
-            flag(not fsdp2),
-            "--eval_strategy",
-            "steps" if evaluates else "no",
-            *(["--eval_steps", str(t.eval_steps)] if evaluates else []),
-            "--report_to",
-            "none",
-            "--include_num_input_tokens_seen",
-            "true",
-            "--external_plugins",
-            str(PLUGIN),
-            "--callbacks",
-            *plugin_callbacks(ctx),
+        flags: list[tuple[str, Any]] = [
+            ("--output_dir", ctx.folder.checkpoints),
+            ("--add_version", False),
+            ("--check_model", False),
+            ("--logging_steps", t.logging_steps),
+            ("--logging_nan_inf_filter", False),  # a NaN loss must be seen, not averaged away
+            # resumable checkpoints every save_steps and at the last step: optimizer, scheduler, RNG too
+            ("--save_strategy", "steps"),
+            ("--save_steps", t.save_steps or 10**9),
+            ("--save_only_model", False),
+        ]
+        if t.save_total_limit:
+            flags.append(("--save_total_limit", t.save_total_limit))
+        flags.append(("--eval_strategy", "steps" if evaluates else "no"))
+        if evaluates:
+            flags.append(("--eval_steps", t.eval_steps))
+        flags += [
+            ("--report_to", "none"),
+            ("--include_num_input_tokens_seen", True),
+            ("--external_plugins", PLUGIN),
+            ("--callbacks", list(plugin_callbacks(ctx))),
         ]
         if ctx.resume_from:
-            argv += ["--resume_from_checkpoint", ctx.resume_from]
-        return {"argv": argv, "env": {"UNIFIER_RUN_DIR": str(ctx.folder.root)}}
+            flags.append(("--resume_from_checkpoint", ctx.resume_from))
+        return {"argv": argv_of(flags), "env": {"UNIFIER_RUN_DIR": str(ctx.folder.root)}}
 
     def assemble(self, ctx: PlanContext, fragments: dict[str, Any]) -> Plan:
         argv: list[str] = []
@@ -345,34 +307,79 @@ class SwiftBackend(Backend):
 
     # ---- running ----
     def run(self, plan: Plan) -> RunResult:
+        from .inline_library import expand_references
+
         program = plan.program
         assert isinstance(program, CommandProgram)
         os.environ.update(program.env)
-        script = Path(program.path)
-        script.parent.mkdir(parents=True, exist_ok=True)
-        script.write_text(plan.render(), encoding="utf-8")
+        if program.env.get("NODE_RANK", "0") == "0":  # other nodes of a multi-node run write nothing
+            script = Path(program.path)
+            script.parent.mkdir(parents=True, exist_ok=True)
+            script.write_text(plan.render(), encoding="utf-8")
+        argv = expand_references(list(program.argv))  # ${NAME} secrets: only the training process sees them
         if program.in_process:
             module, function = program.in_process.split(":")
             import importlib
 
-            getattr(importlib.import_module(module), function)(list(program.argv[2:]))
+            getattr(importlib.import_module(module), function)(argv[2:])
         else:
-            launch(program)
+            launch(argv, program.env)
         from .after_training import run_step
 
         details: dict[str, Any] = {
             "process_mode": "in-process" if program.in_process else "subprocess (torchrun)"
         }
+        from unifier.interrupts import requested
+
         for step in plan.after_training:
+            if requested() is not None and isinstance(step, MergeAdapter):
+                continue  # stopped on a signal: the adapter of the checkpoint, no slow merge
             details.update(run_step(step))
         return RunResult(native_command=plan.render(), backend_details=details)
 
 
-def launch(program: CommandProgram) -> None:
-    executable = shutil.which(program.argv[0]) or str(Path(sys.executable).with_name(program.argv[0]))
-    completed = subprocess.run([executable, *program.argv[1:]], env={**os.environ, **program.env})
-    if completed.returncode != 0:
-        raise RuntimeError(f"{' '.join(program.argv[:2])} exited with code {completed.returncode}")
+def launch(argv: list[str], env: dict[str, str]) -> None:
+    """What `swift sft` does with NPROC_PER_NODE set (torchrun over ms-swift's entry script), started directly
+    so that torchrun is unifier's child: it holds the run folder's lock and gets SIGTERM when unifier dies
+    (torchrun then stops its workers; the swift CLI would not pass that on). A signal to unifier's process
+    group reaches torchrun and its workers (they stop at the next step, see swift_plugin); a signal to unifier
+    alone reaches them through the run folder's stop request."""
+    from unifier.runlock import held_fds
+
+    child = subprocess.Popen(
+        torchrun_command(argv, env),
+        env={**os.environ, **env},
+        preexec_fn=die_with_parent,
+        pass_fds=held_fds(),
+    )
+    try:
+        code = child.wait()
+    except BaseException:  # unifier stops at once (a second signal): so do its training processes
+        child.kill()
+        child.wait()
+        raise
+    if code != 0:
+        raise RuntimeError(f"{' '.join(argv[:2])} exited with code {code}")
+
+
+def torchrun_command(argv: list[str], env: dict[str, str]) -> list[str]:
+    """ms-swift's own translation (swift.cli.main) of `swift <subcommand> ...` under NPROC_PER_NODE/NNODES."""
+    import importlib.util
+
+    from swift.cli.main import ROUTE_MAPPING, get_torchrun_args
+
+    os.environ.update(env)
+    script = importlib.util.find_spec(ROUTE_MAPPING[argv[1]]).origin
+    return [sys.executable, "-m", "torch.distributed.run", *(get_torchrun_args() or []), script, *argv[2:]]
+
+
+def die_with_parent() -> None:
+    """In the child, before exec: SIGTERM when unifier's process ends (Linux), so no training is orphaned."""
+    import ctypes
+    import signal
+
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
 
 
 def swift_model_type(spec: JobSpec) -> str | None:
@@ -393,7 +400,9 @@ def swift_model_type(spec: JobSpec) -> str | None:
 
 
 def plugin_callbacks(ctx: PlanContext) -> tuple[str, ...]:
-    names = ["unifier_metrics"]
+    names = ["unifier_metrics", "unifier_health", "unifier_stop", "unifier_scrub"]
+    if ctx.spec.quantization.bits == 4 and ctx.on_cpu:
+        names.append("unifier_cpu_4bit")
     if ctx.multi_process:
         names.append("unifier_rank_check")
     if ctx.spec.output.probe:
@@ -406,7 +415,7 @@ def after_training(ctx: PlanContext) -> tuple:
     full = spec.adapter.type == "full"
     steps: list = [
         CollectCheckpoint(
-            checkpoints=str(folder.checkpoints),
+            run_dir=str(folder.root),
             target=str(folder.model if full else folder.adapter),
             tokenizer_from=ctx.model.location if ctx.model.is_local else None,
             chat_template=trl_config.chat_template_file(ctx),

@@ -1,37 +1,68 @@
 # ms-swift external plugin of unifier (`--external_plugins this_file --callbacks unifier_metrics ...`).
-# It gives an ms-swift run the same callbacks as the other backends, on the run folder named by
-# UNIFIER_RUN_DIR (paths from unifier.runfolder.RunFolder):
+# ms-swift imports it in every training process before it loads any config, tokenizer or model. It gives an
+# ms-swift run the same callbacks as the other backends (backends/hf_callbacks.py), on the run folder named
+# by UNIFIER_RUN_DIR (paths from unifier.runfolder.RunFolder):
 #   unifier_metrics     metrics.jsonl in unifier's schema, written by the main process while training
+#   unifier_health      stop at the first non-finite loss or gradient norm
+#   unifier_stop        SIGINT/SIGTERM or unifier's stop request: checkpoint at the next step, then stop
+#   unifier_scrub       no secret value stays in a saved checkpoint
+#   unifier_cpu_4bit    keep bitsandbytes' CPU 4-bit layers trainable after an evaluation
 #   unifier_rank_check  at the end, every rank writes a digest of its trainable weights, so unifier can prove
 #                       that the ranks trained one model together (DDP) and not independent copies
 #   unifier_probe       output.probe: the first tokenized samples, trainable parameters, initial weights
+# and, with UNIFIER_TRUST_REMOTE_CODE=false, it makes ms-swift honour trust_remote_code: false (ms-swift 4.6
+# loads config, tokenizer and model with trust_remote_code=True whatever it is told).
 import hashlib
 import json
 import os
 
 from swift.callbacks import TrainerCallback, callbacks_map
+from unifier.backends import hf_callbacks
 
 from unifier.runfolder import RunFolder
+
+EVENTS = (
+    "on_init_end",
+    "on_train_begin",
+    "on_train_end",
+    "on_epoch_begin",
+    "on_epoch_end",
+    "on_step_begin",
+    "on_substep_end",
+    "on_step_end",
+    "on_evaluate",
+    "on_predict",
+    "on_save",
+    "on_log",
+    "on_prediction_step",
+)
 
 
 def run_folder() -> RunFolder:
     return RunFolder(os.environ["UNIFIER_RUN_DIR"])
 
 
-class MetricsCallback(TrainerCallback):
-    def __init__(self, args, trainer):
-        super().__init__(args, trainer)
-        from unifier.backends.hf_callbacks import MetricsCallback as Writer
+def main_process() -> bool:
+    return int(os.environ.get("RANK", 0)) == 0
 
-        self.writer = Writer(run_folder().metrics) if int(os.environ.get("RANK", 0)) == 0 else None
 
-    def on_train_begin(self, args, state, control, **kwargs):
-        if self.writer is not None:
-            self.writer.on_train_begin(args, state, control, **kwargs)
+def swift_callback(make):
+    """An ms-swift callback class (constructed as cls(args, trainer)) that forwards every event to make()."""
 
-    def on_log(self, args, state, control, logs=None, **kwargs):
-        if self.writer is not None:
-            self.writer.on_log(args, state, control, logs=logs, **kwargs)
+    class Forwarding(TrainerCallback):
+        def __init__(self, args, trainer):
+            super().__init__(args, trainer)
+            self.inner = make()
+
+    def forward(event):
+        def method(self, *args, **kwargs):
+            return getattr(self.inner, event)(*args, **kwargs) if self.inner is not None else None
+
+        return method
+
+    for event in EVENTS:
+        setattr(Forwarding, event, forward(event))
+    return Forwarding
 
 
 class RankWeightsCallback(TrainerCallback):
@@ -66,10 +97,46 @@ class ProbeCallback(TrainerCallback):
     def on_train_begin(self, args, state, control, model=None, train_dataloader=None, **kwargs):
         from unifier.backends.probe import record_train_start
 
-        if int(os.environ.get("RANK", 0)) == 0:
+        if main_process():
             record_train_start(str(run_folder().probe), model, train_dataloader)
 
 
-callbacks_map["unifier_metrics"] = MetricsCallback
-callbacks_map["unifier_rank_check"] = RankWeightsCallback
-callbacks_map["unifier_probe"] = ProbeCallback
+def accept_indexed_cpu_locations():
+    """Resuming a multi-process CPU run: transformers loads optimizer.pt with map_location=args.device, which is
+    'cpu:0' under gloo, a location torch.load does not know; treat 'cpu:N' as the CPU."""
+    import torch.serialization
+
+    def restore(storage, location):
+        return storage if isinstance(location, str) and location.startswith("cpu:") else None
+
+    torch.serialization.register_package(30, lambda obj: None, restore)
+
+
+def install():
+    if os.environ.get("UNIFIER_TRUST_REMOTE_CODE", "false") != "true":
+        from unifier.backends.remote_code import forbid_remote_code
+
+        forbid_remote_code()
+    if os.environ.get("LOCAL_RANK") is not None:  # a torchrun worker: stop gracefully on the first signal too
+        from unifier.interrupts import install_worker_handlers
+
+        install_worker_handlers()
+        accept_indexed_cpu_locations()
+    callbacks_map.update(
+        {
+            "unifier_metrics": swift_callback(
+                lambda: hf_callbacks.MetricsCallback(run_folder().metrics) if main_process() else None
+            ),
+            "unifier_health": swift_callback(hf_callbacks.HealthCallback),
+            "unifier_stop": swift_callback(
+                lambda: hf_callbacks.StopOnSignalCallback(str(run_folder().stop_request))
+            ),
+            "unifier_scrub": swift_callback(hf_callbacks.ScrubSecretsCallback),
+            "unifier_cpu_4bit": swift_callback(hf_callbacks.CpuFourBitCallback),
+            "unifier_rank_check": RankWeightsCallback,
+            "unifier_probe": ProbeCallback,
+        }
+    )
+
+
+install()

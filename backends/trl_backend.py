@@ -16,7 +16,7 @@ from .base import Backend, PlanContext, RunResult, render_program
 from .plan import Plan, ScriptProgram
 
 LIBRARY = Path(__file__).with_name("inline_library.py")
-CALLBACKS = ("metrics", "progress", "probe")
+CALLBACKS = ("metrics", "health", "stop_on_signal", "scrub_secrets", "progress", "probe")
 
 
 class TrlBackend(Backend):

@@ -135,14 +135,15 @@ def output_section(ctx: PlanContext) -> dict[str, Any]:
         "output_dir": str(ctx.folder.checkpoints),
         "logging_steps": t.logging_steps,
         "logging_nan_inf_filter": False,  # a NaN loss must be seen, not averaged away
-        "save_strategy": "steps" if t.save_steps else "no",
+        # resumable checkpoints every save_steps, and always at the last step (transformers saves it)
+        "save_strategy": "steps",
+        "save_steps": t.save_steps or 10**9,
+        "save_total_limit": t.save_total_limit,
         "eval_strategy": "steps" if evaluates else "no",
         "report_to": [],
         "include_num_input_tokens_seen": "all",  # same count as ms-swift (which takes only true/false)
         "disable_tqdm": False,
     }
-    if t.save_steps:
-        args["save_steps"] = t.save_steps
     if evaluates:
         args["eval_steps"] = t.eval_steps
     return {

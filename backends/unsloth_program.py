@@ -5,7 +5,7 @@ import json
 import os
 import sys
 
-from unifier.backends.inline_library import build_trainer, load_data, save_outputs, train  # unifier:inline
+from unifier.backends.inline_library import *  # unifier:inline
 
 CONFIG: dict = {}
 
@@ -26,6 +26,7 @@ def load_model_and_tokenizer(config):
 
 
 def main(config, callbacks=()):
+    config = expand_references(config)  # ${NAME} references to secrets in the environment
     os.environ.setdefault("UNSLOTH_COMPILE_LOCATION", config["compile_cache"])
     os.environ.setdefault(
         "HF_HUB_OFFLINE", "1" if config["offline"] else os.environ.get("HF_HUB_OFFLINE", "0")

@@ -189,3 +189,42 @@ def test_raw_text_continued_pretraining(tiny_recipe, tmp_path):
     assert view["messages"][0]["role"] == "assistant" and view["messages"][0]["content"].startswith(
         "The capital"
     )
+
+
+def test_two_nodes_share_one_run_folder_that_only_node_0_prepares(tiny_recipe):
+    """nnodes 2 on one machine (a node per process, gloo): node 1 starts first and waits; node 0 claims and
+    prepares the shared folder; node 1 writes nothing into it and trains as rank 1."""
+    import subprocess
+    import sys
+
+    settings = {
+        "training.max_steps": 3,
+        "compute.nnodes": 2,
+        "compute.nproc_per_node": 1,
+        "compute.master_port": 29781,
+        "training.per_device_batch_size": 2,
+    }
+    recipe = tiny_recipe(settings)
+    command = [sys.executable, "-m", "unifier.cli", "run", str(recipe), "--backend", "swift"]
+    node1 = subprocess.Popen(
+        [*command, "--set", "compute.node_rank=1"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "UNIFIER_NODE_WAIT_S": "300"},
+    )
+    folder = tiny_recipe_folder(recipe)
+    node0 = unify("run", str(recipe), "--backend", "swift")
+    out1, err1 = node1.communicate(timeout=600)
+    assert node0.returncode == 0, node0.stderr[-3000:]
+    assert node1.returncode == 0, err1[-3000:]
+    assert "completed (node 1)" in out1
+    record = assert_complete_run(folder, "swift", 3)
+    assert record["backend_details"]["rank_check"]["ranks"] == 2
+    assert record["pid"] != node1.pid and "NODE_RANK=0" in record["native_command"]
+
+
+def tiny_recipe_folder(recipe):
+    from .conftest import run_folder_of
+
+    return run_folder_of(recipe, "swift")

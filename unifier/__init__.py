@@ -10,6 +10,7 @@ Nothing heavy (torch, transformers) is imported until a backend runs.
 """
 
 from .errors import BackendUnavailable, TrainingFailed, UserError
+from .interrupts import Interrupted
 from .spec import JobSpec, load_spec, spec_from_dict
 
 __version__ = "0.1.0"
@@ -27,6 +28,13 @@ def run(spec, backend=None, **kwargs):
     return _run(spec, backend, **kwargs)
 
 
+def resume(run_dir, **kwargs):
+    """Continue a run folder from its newest complete checkpoint (see unifier.running.resume)."""
+    from .core import resume as _resume
+
+    return _resume(run_dir, **kwargs)
+
+
 def read_run(folder):
     from .runfolder import read_run as _read
 
@@ -35,6 +43,7 @@ def read_run(folder):
 
 __all__ = [
     "BackendUnavailable",
+    "Interrupted",
     "JobSpec",
     "TrainingFailed",
     "UserError",
@@ -42,6 +51,7 @@ __all__ = [
     "load_spec",
     "plan",
     "read_run",
+    "resume",
     "run",
     "spec_from_dict",
 ]

@@ -10,10 +10,13 @@ from pathlib import Path
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from .backends import registry
 from .errors import TrainingFailed, UserError
+from .interrupts import Interrupted
+from .secrets import redact_text
 
 BACKEND_NAMES = registry.active().names()
 app = typer.Typer(
@@ -42,13 +45,29 @@ def user_errors(func):
         try:
             return func(*args, **kwargs)
         except UserError as exc:
-            err.print(f"[bold red]error:[/] {exc.message}", highlight=False, markup=True, soft_wrap=True)
+            err.print(
+                f"[bold red]error:[/] {escape(redact_text(exc.message))}", highlight=False, soft_wrap=True
+            )
             if exc.hint:
-                err.print(f"  [yellow]hint:[/] {exc.hint}", highlight=False, soft_wrap=True)
+                err.print(
+                    f"  [yellow]hint:[/] {escape(redact_text(exc.hint))}", highlight=False, soft_wrap=True
+                )
             raise typer.Exit(2) from None
         except TrainingFailed as exc:
-            err.print(f"[bold red]training failed:[/] {exc}", highlight=False, soft_wrap=True)
+            err.print(
+                f"[bold red]training failed:[/] {escape(redact_text(str(exc)))}",
+                highlight=False,
+                soft_wrap=True,
+            )
             raise typer.Exit(1) from None
+        except Interrupted as exc:
+            where = f"checkpoint at step {exc.step} kept" if exc.resumable else "no checkpoint was saved yet"
+            err.print(
+                f"[bold yellow]interrupted[/] ({exc}): {where}; continue with `unify resume {exc.run_dir}`",
+                highlight=False,
+                soft_wrap=True,
+            )
+            raise typer.Exit(exc.exit_code) from None
 
     return wrapper
 
@@ -61,17 +80,55 @@ def _load(recipe: Path, overrides: list[str] | None):
 
 @app.command()
 @user_errors
-def run(recipe: Path = RecipeArg, backend: str | None = BackendOpt, set_: list[str] | None = SetOpt):
+def run(
+    recipe: Path = RecipeArg,
+    backend: str | None = BackendOpt,
+    set_: list[str] | None = SetOpt,
+    resume: bool = typer.Option(
+        False,
+        "--resume",
+        help="Continue the run in the recipe's run folder from its newest checkpoint (a new run "
+        "when the folder is empty).",
+    ),
+    discard_checkpoints: bool = typer.Option(
+        False,
+        "--discard-checkpoints",
+        help="With output.if_exists: overwrite, also delete a resumable run's checkpoints.",
+    ),
+):
     """Train: check the recipe, normalize the data, run the backend, write the run folder."""
     from .core import run as run_job
 
     spec = _load(recipe, set_)
-    outcome = run_job(spec, backend, recipe=str(recipe))
+    outcome = run_job(
+        spec, backend, recipe=str(recipe), resume=resume, discard_checkpoints=discard_checkpoints
+    )
+    _print_outcome(outcome)
+
+
+@app.command()
+@user_errors
+def resume(
+    run_dir: Path = typer.Argument(..., help="A run folder written by `unify run`.", show_default=False),
+    set_: list[str] | None = SetOpt,
+    force: bool = typer.Option(
+        False,
+        "--force",
+        help="Allow changing training.max_steps, training.epochs or output.save (e.g. to train longer).",
+    ),
+):
+    """Continue an interrupted or crashed run from its newest complete checkpoint (same recipe, same data)."""
+    from .core import resume as resume_job
+
+    _print_outcome(resume_job(run_dir, overrides=set_ or [], force=force))
+
+
+def _print_outcome(outcome) -> None:
     losses = outcome.losses
     summary = f"{len(losses)} logged steps" + (
         f", loss {losses[0]:.4f} -> {losses[-1]:.4f}" if losses else ""
     )
-    out.print(f"[green]completed[/] with {outcome.backend}: {summary}")
+    out.print(f"[green]{outcome.status}[/] with {outcome.backend}: {summary}")
     out.print(f"run folder: {outcome.run_dir}")
 
 

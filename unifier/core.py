@@ -10,33 +10,14 @@ result = backend.run(plan)                               (the native library, in
 
 from __future__ import annotations
 
-import os
-import time
-import traceback
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
-from . import builtin
-from .data import PreparedData, planned_data_kind, prepare_data
-from .environment import host_info, library_versions, peak_memory_mb, training_device
-from .errors import BackendUnavailable, TrainingFailed, UserError
-from .metrics import read_metrics, train_losses
+from .data import PreparedData, planned_data_kind
+from .environment import training_device
+from .errors import BackendUnavailable, UserError
 from .model_info import ModelInfo, fetch_hub_weight_shapes, read_model_info
-from .runfolder import RunFolder, now
+from .runfolder import RunFolder
 from .spec import JobSpec
-
-
-@dataclass
-class RunOutcome:
-    run_dir: Path
-    backend: str
-    status: str
-    metrics: list[dict[str, Any]]
-
-    @property
-    def losses(self) -> list[float]:
-        return [loss for _, loss in train_losses(self.metrics)]
 
 
 def registry():
@@ -153,23 +134,15 @@ def run_folder(spec: JobSpec, backend: str, run_dir: str | Path | None = None) -
     )
 
 
-def plan(spec: JobSpec, backend: str | None = None, run_dir: str | None = None, data_kind: str | None = None):
-    """A printable plan; no data is normalized, nothing is built or written, and the backend's packages need
-    not be installed (a recipe for an 8-GPU node plans on a laptop)."""
-    chosen = checked_backend(spec, backend, here=False)
-    folder = run_folder(spec, chosen.name, run_dir)
-    return chosen.plan(plan_context(spec, chosen, folder, data_kind or planned_data_kind(spec)))
-
-
-def run(
-    spec: JobSpec, backend: str | None = None, *, recipe: str | None = None, quiet: bool = False
-) -> RunOutcome:
-    """Check, normalize data, create the run folder, train, record. User mistakes raise UserError before any write."""
-    chosen = checked_backend(spec, backend)
-    data = prepare_data(spec, progress=not quiet)
-    folder = run_folder(spec, chosen.name)
+def model_for_run(spec: JobSpec) -> ModelInfo:
+    """The model's description for a run: like planning's, plus (for a hub model not in the cache) its weight
+    names read over the network, so all-linear resolves before any weight is loaded."""
     info = read_model_info(spec.model.name_or_path, spec.model.revision)
-    if spec.adapter.target_modules == "all-linear" and info.linear_modules() is None:
+    if (
+        spec.adapter.type != "full"
+        and spec.adapter.target_modules == "all-linear"
+        and info.linear_modules() is None
+    ):
         info = fetch_hub_weight_shapes(info, spec.model.revision)
         if info.linear_modules() is None:
             raise UserError(
@@ -177,70 +150,15 @@ def run(
                 "be read before loading (no safetensors headers locally or on the hub)",
                 hint="list the modules explicitly, e.g. adapter.target_modules: [q_proj, k_proj, v_proj, o_proj]",
             )
-    the_plan = chosen.plan(plan_context(spec, chosen, folder, data.kind, info=info))  # may still refuse
-    prepare_folder(folder, spec.output.if_exists)
-    write_data(folder, data, the_plan, chosen)
-    builtin.ensure_model(spec.model.name_or_path)
-    record = _run_record(spec, chosen.name, recipe, data, the_plan)
-    folder.write_record(record)
-    started = time.perf_counter()
-    try:
-        result = chosen.run(the_plan)
-    except UserError:
-        record.update(status="failed", ended=now(), error="user error (see message)")
-        folder.write_record(record)
-        raise
-    except BaseException as exc:
-        record.update(
-            status="failed",
-            ended=now(),
-            error=f"{type(exc).__name__}: {exc}",
-            traceback=traceback.format_exc(limit=20),
-        )
-        folder.write_record(record)
-        raise TrainingFailed(
-            f"{chosen.name} training failed: {type(exc).__name__}: {exc} (details in {folder.run_json})"
-        ) from exc
-    metrics = read_metrics(folder.metrics)
-    losses = train_losses(metrics)
-    record.update(
-        status="completed",
-        ended=now(),
-        wall_time_s=round(time.perf_counter() - started, 3),
-        native_command=result.native_command,
-        backend_details=result.backend_details,
-        versions=library_versions(),
-        host=host_info(),
-        final_metrics={
-            "steps": losses[-1][0] if losses else 0,
-            "first_loss": losses[0][1] if losses else None,
-            "last_loss": losses[-1][1] if losses else None,
-            "tokens_seen": next((m["tokens_seen"] for m in reversed(metrics) if m.get("tokens_seen")), None),
-            "peak_memory_mb": peak_memory_mb(),
-        },
-    )
-    from .plots import plot_run_loss
-
-    plot_run_loss(folder, f"{spec.name} ({chosen.name})")
-    record["outputs"] = sorted(p.name for p in folder.root.iterdir())
-    folder.write_record(record)
-    return RunOutcome(run_dir=folder.root, backend=chosen.name, status="completed", metrics=metrics)
+    return info
 
 
-def prepare_folder(folder: RunFolder, if_exists: str) -> None:
-    """Create the run folder, or refuse before anything is written."""
-    import shutil
-
-    path = folder.root
-    if path.exists() and any(path.iterdir()):
-        if if_exists == "error":
-            raise UserError(
-                f"{path}: run folder already exists",
-                hint="set output.if_exists: overwrite, pass --set output.if_exists=overwrite, "
-                "or choose another output.dir",
-            )
-        shutil.rmtree(path)
-    path.mkdir(parents=True, exist_ok=True)
+def plan(spec: JobSpec, backend: str | None = None, run_dir: str | None = None, data_kind: str | None = None):
+    """A printable plan; no data is normalized, nothing is built or written, and the backend's packages need
+    not be installed (a recipe for an 8-GPU node plans on a laptop)."""
+    chosen = checked_backend(spec, backend, here=False)
+    folder = run_folder(spec, chosen.name, run_dir)
+    return chosen.plan(plan_context(spec, chosen, folder, data_kind or planned_data_kind(spec)))
 
 
 def write_data(folder: RunFolder, data: PreparedData, the_plan, backend) -> None:
@@ -260,16 +178,13 @@ def write_jsonl(path: Path, rows: list[dict]) -> None:
             handle.write(json.dumps(row, ensure_ascii=False) + "\n")
 
 
-def _run_record(spec, backend, recipe, data: PreparedData, the_plan) -> dict[str, Any]:
-    return {
-        "status": "running",
-        "backend": backend,
-        "recipe": recipe,
-        "started": now(),
-        "spec": spec.model_dump(mode="json"),
-        "data": data.summary(),
-        "plan": the_plan.to_json(),
-        "versions": library_versions(),
-        "host": host_info(),
-        "pid": os.getpid(),
-    }
+def run(spec: JobSpec, backend: str | None = None, **kwargs):
+    from .running import run as run_job
+
+    return run_job(spec, backend, **kwargs)
+
+
+def resume(run_dir, **kwargs):
+    from .running import resume as resume_job
+
+    return resume_job(run_dir, **kwargs)

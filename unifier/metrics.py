@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 from typing import Any
 
@@ -34,7 +35,7 @@ def metrics_record(
         record["eval_loss"] = _num(eval_loss)
     for key, value in (extra or {}).items():
         record[key] = _num(value)
-    return record
+    return with_nonfinite_flag(record)
 
 
 def read_metrics(path: str | Path) -> list[dict[str, Any]]:
@@ -55,3 +56,11 @@ def _num(value: Any) -> float | None:
         return float(value)
     except (TypeError, ValueError):
         return None
+
+
+def with_nonfinite_flag(record: dict[str, Any]) -> dict[str, Any]:
+    """NaN / infinite values become null (JSON has no spelling for them), named in `nonfinite`."""
+    bad = [k for k, v in record.items() if isinstance(v, float) and not math.isfinite(v)]
+    if not bad:
+        return record
+    return {**{k: (None if k in bad else v) for k, v in record.items()}, "nonfinite": bad}

@@ -22,7 +22,7 @@ import math
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 from .errors import UserError
 from .secrets import redact
@@ -34,6 +34,27 @@ CHECKPOINT_PREFIX = "checkpoint-"
 @dataclass(frozen=True)
 class RunFolder:
     root: Path
+
+    LOCK_NAME: ClassVar[str] = ".unifier.lock"
+    # every entry unifier writes: the only ones an overwrite deletes (anything else in the folder stays)
+    OWNED: ClassVar[tuple[str, ...]] = (
+        "run.json",
+        "run.json.tmp",
+        "metrics.jsonl",
+        "run.log",
+        "loss.png",
+        ".unifier.lock",
+        ".unifier-stop",
+        "data",
+        "checkpoints",
+        "adapter",
+        "model",
+        "merged",
+        "native",
+        "probe",
+        "eval",
+        "export",
+    )
 
     def __post_init__(self):
         object.__setattr__(self, "root", Path(self.root).absolute())
@@ -57,7 +78,12 @@ class RunFolder:
 
     @property
     def lock(self) -> Path:
-        return self.root / ".unifier.lock"
+        return self.root / self.LOCK_NAME
+
+    @property
+    def stop_request(self) -> Path:
+        """Written on SIGINT/SIGTERM; training processes unifier started out of process stop when they see it."""
+        return self.root / ".unifier-stop"
 
     # ---- data ----
     @property
@@ -82,6 +108,19 @@ class RunFolder:
 
     def checkpoint(self, step: int) -> Path:
         return self.checkpoints / f"{CHECKPOINT_PREFIX}{step}"
+
+    def checkpoint_dirs(self) -> list[Path]:
+        """checkpoint-<step> folders, oldest first (complete or not: see unifier.ownership)."""
+        if not self.checkpoints.is_dir():
+            return []
+        found = [
+            p
+            for p in self.checkpoints.iterdir()
+            if p.is_dir()
+            and p.name.startswith(CHECKPOINT_PREFIX)
+            and p.name[len(CHECKPOINT_PREFIX) :].isdigit()
+        ]
+        return sorted(found, key=lambda p: int(p.name[len(CHECKPOINT_PREFIX) :]))
 
     @property
     def adapter(self) -> Path:
@@ -131,6 +170,7 @@ class RunFolder:
             "metrics_file": str(self.metrics),
             "probe_dir": str(self.probe),
             "ranks_dir": str(self.ranks),
+            "stop_file": str(self.stop_request),
         }
 
     # ---- run.json ----

@@ -162,16 +162,56 @@ def environment_secret_values() -> list[str]:
     return values
 
 
-def expand_references(value: Any, environ: dict[str, str] | None = None) -> Any:
-    """`${VAR}` -> the variable's value (only the training process does this, right before the library call)."""
-    environ = os.environ if environ is None else environ
+def referenced_variables(value: Any) -> set[str]:
+    """Names of the environment variables a spec or plan refers to as ${NAME}."""
     if isinstance(value, dict):
-        return {k: expand_references(v, environ) for k, v in value.items()}
-    if isinstance(value, list):
-        return [expand_references(v, environ) for v in value]
+        return set().union(*(referenced_variables(v) for v in value.values())) if value else set()
+    if isinstance(value, (list, tuple)):
+        return set().union(*(referenced_variables(v) for v in value)) if value else set()
     name = env_reference(value)
-    if name is not None:
-        if name not in environ:
-            raise KeyError(f"environment variable {name} is not set (the recipe refers to it as ${{{name}}})")
-        return environ[name]
-    return value
+    return {name} if name else set()
+
+
+SECRET_VARIABLES_ENV = (
+    "UNIFIER_SECRET_VARIABLES"  # names of referenced variables, for processes unifier starts
+)
+
+
+def secret_values() -> list[str]:
+    """Every value this process must never write: secret environment variables, and the variables the run's
+    recipe refers to (named in UNIFIER_SECRET_VARIABLES)."""
+    values = set(environment_secret_values())
+    for name in filter(None, os.environ.get(SECRET_VARIABLES_ENV, "").split(",")):
+        if len(os.environ.get(name, "")) >= 4:
+            values.add(os.environ[name])
+    return sorted(values, key=len, reverse=True)
+
+
+SCRUB_MAX_BYTES = 64 * 2**20  # weights are never where a secret hides; everything smaller is read
+
+
+def scrub_tree(root: Any, values: list[str] | None = None) -> list[str]:
+    """Overwrite every occurrence of a secret value in the files under `root` with '*' of the same length (so
+    pickles and other length-prefixed files stay valid). Returns the files changed."""
+    from pathlib import Path
+
+    values = [v.encode() for v in (secret_values() if values is None else values) if v]
+    changed = []
+    root = Path(root)
+    if not values or not root.exists():
+        return changed
+    files = [root] if root.is_file() else [p for p in root.rglob("*") if p.is_file() and not p.is_symlink()]
+    for path in files:
+        try:
+            if path.stat().st_size > SCRUB_MAX_BYTES:
+                continue
+            data = path.read_bytes()
+        except OSError:
+            continue
+        cleaned = data
+        for value in values:
+            cleaned = cleaned.replace(value, b"*" * len(value))
+        if cleaned != data:
+            path.write_bytes(cleaned)
+            changed.append(str(path))
+    return changed

@@ -32,7 +32,19 @@ class PreparedData:
             "formats": self.formats,
             "train_rows": len(self.train),
             "eval_rows": len(self.eval),
+            "fingerprint": self.fingerprint(),
         }
+
+    def fingerprint(self) -> str:
+        """sha256 of the normalized rows, in order: a resumed run must train on exactly these."""
+        import hashlib
+
+        digest = hashlib.sha256()
+        for split in ("train", "eval"):
+            digest.update(split.encode())
+            for row in self.split(split):
+                digest.update(json.dumps(row, sort_keys=True, ensure_ascii=False).encode())
+        return digest.hexdigest()
 
     def write(self, folder) -> None:
         """data/train.jsonl (and eval.jsonl) and data/summary.json in a RunFolder."""

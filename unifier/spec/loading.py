@@ -10,6 +10,7 @@ from pydantic import ValidationError
 
 from .. import builtin
 from ..errors import UserError
+from ..secrets import literal_secrets
 from .job import JobSpec
 
 DATA_FILE_SUFFIXES = (".json", ".jsonl", ".csv", ".parquet")
@@ -41,6 +42,13 @@ def load_spec(path: str | Path, overrides: list[str] | None = None) -> JobSpec:
 def spec_from_dict(
     raw: dict[str, Any], *, source: str = "<spec>", base_dir: str | Path | None = None
 ) -> JobSpec:
+    secrets = literal_secrets(raw)
+    if secrets:
+        raise UserError(
+            f"{source}: " + "; ".join(secrets) + " (unifier never stores a secret)",
+            hint="refer to it through an environment variable, e.g. hub_token: ${HF_TOKEN}, and export "
+            "HF_TOKEN; for a model or data URL, put the token in HF_TOKEN instead of the URL",
+        )
     try:
         spec = JobSpec.model_validate(raw)
     except ValidationError as exc:

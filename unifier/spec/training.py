@@ -45,10 +45,20 @@ class TrainingSpec(Section):
     gradient_checkpointing: bool = Field(
         False, description="Recompute activations in backward to save memory."
     )
-    seed: int = Field(42, description="Seed set before the model and adapter are built.")
+    seed: int = Field(42, ge=0, lt=2**32, description="Seed set before the model and adapter are built.")
     logging_steps: int = Field(1, gt=0, description="Log metrics every N optimizer steps.")
     save_steps: int | None = Field(
-        None, gt=0, description="Save a checkpoint every N steps (null: only at the end)."
+        200,
+        gt=0,
+        description="Save a resumable checkpoint (checkpoints/checkpoint-<step>: weights, optimizer, scheduler, "
+        "RNG and data position) every N optimizer steps, so runs longer than N steps survive a crash; the "
+        "last step is always saved too. null: only the last step.",
+    )
+    save_total_limit: int | None = Field(
+        2,
+        gt=0,
+        description="Keep at most this many checkpoints (the newest ones; older ones are deleted as new ones are "
+        "complete). null keeps every checkpoint.",
     )
     eval_steps: int | None = Field(None, gt=0, description="Evaluate every N steps (needs eval data).")
     dpo: DPOSpec = Field(default_factory=DPOSpec, description="DPO settings (used when method is dpo).")

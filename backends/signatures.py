@@ -1,0 +1,131 @@
+"""The keyword names the installed libraries accept, read from their source without importing them.
+
+`backend_options` is passed verbatim to trl's SFTConfig/DPOConfig, unsloth's from_pretrained /
+get_peft_model, or ms-swift's command line; a misspelt key would fail only after the model has loaded (or,
+behind **kwargs, never). check() compares each key with these names first, as torchtune binds config keys
+to the signature of what they build. Parsing the source (ast) keeps `unify validate` free of torch.
+"""
+
+from __future__ import annotations
+
+import ast
+import functools
+import importlib.util
+from pathlib import Path
+
+
+def module_file(module: str) -> Path | None:
+    """The source file of a module, found without importing anything (importlib would run the parent packages'
+    __init__, and unsloth's patches half of the ecosystem on import)."""
+    top, *rest = module.split(".")
+    try:
+        spec = importlib.util.find_spec(top)
+    except (ImportError, ValueError):
+        return None
+    if spec is None or spec.origin is None:
+        return None
+    base = Path(spec.origin)
+    if not rest:
+        return base if base.suffix == ".py" else None
+    if base.name != "__init__.py":
+        return None
+    path = base.parent.joinpath(*rest)
+    for candidate in (path.with_suffix(".py"), path / "__init__.py"):
+        if candidate.is_file():
+            return candidate
+    return None
+
+
+@functools.lru_cache(maxsize=None)
+def _tree(path: Path) -> ast.Module:
+    return ast.parse(path.read_text(encoding="utf-8"))
+
+
+@functools.lru_cache(maxsize=None)
+def dataclass_fields(module: str, name: str) -> frozenset[str] | None:
+    """Field names of a class (annotated class attributes), its bases' included when they can be found in the
+    modules it imports them from. None when the module is not installed."""
+    path = module_file(module)
+    if path is None:
+        return None
+    tree = _tree(path)
+    node = next((n for n in ast.walk(tree) if isinstance(n, ast.ClassDef) and n.name == name), None)
+    if node is None and path.name == "__init__.py":  # a lazily importing package: find the defining module
+        for source in sorted(path.parent.glob("*.py")):
+            text = source.read_text(encoding="utf-8", errors="ignore")
+            if f"class {name}(" in text or f"class {name}:" in text:
+                return dataclass_fields(f"{module}.{source.stem}", name)
+    if node is None:
+        return None
+    names = {item.target.id for item in node.body if isinstance(item, ast.AnnAssign) and isinstance(item.target, ast.Name)}
+    imported = _imported_names(tree, module)
+    for base in node.bases:
+        base_name = base.id if isinstance(base, ast.Name) else base.attr if isinstance(base, ast.Attribute) else None
+        if base_name is None:
+            continue
+        source = imported.get(base_name, module)
+        fields = dataclass_fields(source, base_name)
+        if fields:
+            names |= fields
+    return frozenset(names)
+
+
+def _imported_names(tree: ast.Module, module: str) -> dict[str, str]:
+    found = {}
+    package = module.rsplit(".", 1)[0]
+    for node in ast.walk(tree):
+        if isinstance(node, ast.ImportFrom):
+            base = node.module or ""
+            if node.level:
+                parts = package.split(".")
+                base = ".".join(parts[: len(parts) - node.level + 1] + ([node.module] if node.module else []))
+            for alias in node.names:
+                found[alias.asname or alias.name] = base
+    return found
+
+
+@functools.lru_cache(maxsize=None)
+def function_parameters(module: str, qualified: str) -> frozenset[str] | None:
+    """Named parameters of `Class.method` or `function` in a module's source (None: not found/installed)."""
+    path = module_file(module)
+    if path is None:
+        return None
+    owner, _, function = qualified.rpartition(".")
+    for node in ast.walk(_tree(path)):
+        if isinstance(node, ast.ClassDef) and node.name == owner or (not owner and isinstance(node, ast.Module)):
+            for item in node.body:
+                if isinstance(item, (ast.FunctionDef, ast.AsyncFunctionDef)) and item.name == function:
+                    args = item.args
+                    return frozenset(a.arg for a in [*args.posonlyargs, *args.args, *args.kwonlyargs])
+    return None
+
+
+@functools.lru_cache(maxsize=None)
+def package_dataclass_fields(package: str) -> frozenset[str] | None:
+    """Every annotated class attribute in a package's modules (ms-swift's arguments are spread over many)."""
+    path = module_file(package)
+    if path is None:
+        return None
+    names: set[str] = set()
+    for source in path.parent.rglob("*.py"):
+        try:
+            tree = _tree(source)
+        except (SyntaxError, UnicodeDecodeError):
+            continue
+        for node in ast.walk(tree):
+            if isinstance(node, ast.ClassDef):
+                names |= {i.target.id for i in node.body if isinstance(i, ast.AnnAssign) and isinstance(i.target, ast.Name)}
+    return frozenset(names)
+
+
+def unknown_keys(keys, known: frozenset[str] | None) -> list[str]:
+    if known is None:
+        return []
+    return [key for key in keys if key not in known]
+
+
+def suggestion(key: str, known: frozenset[str] | None) -> str:
+    import difflib
+
+    close = difflib.get_close_matches(key, sorted(known or ()), n=1, cutoff=0.6)
+    return f"; did you mean '{close[0]}'?" if close else ""

@@ -1,0 +1,169 @@
+"""Never lose a run: SIGKILL then `unify resume` gives the uninterrupted run; SIGTERM/SIGINT stop cleanly."""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from .conftest import read_jsonl, run_folder_of, train, unify
+
+pytestmark = pytest.mark.slow
+STEPS = 30
+
+
+def losses(folder: Path) -> dict[int, float]:
+    return {m["step"]: m["loss"] for m in read_jsonl(folder / "metrics.jsonl") if m.get("loss") is not None}
+
+
+def adapter_difference(a: Path, b: Path) -> float:
+    from safetensors.numpy import load_file
+
+    x, y = (
+        load_file(str(a / "adapter" / "adapter_model.safetensors")),
+        load_file(str(b / "adapter" / "adapter_model.safetensors")),
+    )
+    assert set(x) == set(y)
+    return max(float(abs(x[k] - y[k]).max()) for k in x)
+
+
+def start(recipe: Path, backend: str, *extra: str) -> subprocess.Popen:
+    return subprocess.Popen(
+        [sys.executable, "-m", "unifier.cli", "run", str(recipe), "--backend", backend, *extra],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+
+
+def wait_for(path: Path, process: subprocess.Popen, timeout: float = 300) -> None:
+    deadline = time.monotonic() + timeout
+    while not path.exists():
+        assert process.poll() is None, process.communicate()[1][-3000:]
+        assert time.monotonic() < deadline, f"{path} never appeared"
+        time.sleep(0.02)
+
+
+def kill_after_checkpoint(recipe: Path, backend: str, step: int) -> Path:
+    folder = run_folder_of(recipe, backend)
+    process = start(recipe, backend)
+    wait_for(folder / "checkpoints" / f"checkpoint-{step}" / "trainer_state.json", process)
+    process.kill()
+    process.wait()
+    wait_unlocked(folder)
+    return folder
+
+
+def wait_unlocked(folder: Path, timeout: float = 120) -> None:
+    """A killed unify's training processes (torchrun) hold the folder's lock until they have stopped."""
+    import fcntl
+
+    deadline = time.monotonic() + timeout
+    with open(folder / ".unifier.lock") as handle:
+        while True:
+            try:
+                fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+                fcntl.flock(handle.fileno(), fcntl.LOCK_UN)
+                return
+            except OSError:
+                assert time.monotonic() < deadline, "the folder stayed locked"
+                time.sleep(0.2)
+
+
+@pytest.mark.parametrize(
+    "backend, changes",
+    [
+        ("peft", {}),
+        ("swift", {}),
+        ("unsloth", {}),
+        (
+            "swift",
+            {"compute.nproc_per_node": 2, "training.per_device_batch_size": 2, "compute.master_port": 29761},
+        ),
+    ],
+    ids=["peft", "swift", "unsloth", "swift-2-processes"],
+)
+def test_sigkill_then_resume_equals_the_uninterrupted_run(tiny_recipe, backend, changes):
+    settings = {"training.max_steps": STEPS, "training.save_steps": 4, **changes}
+    reference = train(tiny_recipe({**settings, "name": "reference"}, name="reference.yaml"), backend)
+    recipe = tiny_recipe({**settings, "name": "killed"}, name="killed.yaml")
+    folder = kill_after_checkpoint(recipe, backend, 8)
+    record = json.loads((folder / "run.json").read_text())
+    assert record["status"] == "running" and not (folder / "adapter").exists()  # died mid-run
+
+    resumed = unify("resume", str(folder))
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    record = json.loads((folder / "run.json").read_text())
+    assert record["status"] == "completed" and record["resumes"][0]["from_step"] >= 8
+    logged = [m["step"] for m in read_jsonl(folder / "metrics.jsonl") if m.get("loss") is not None]
+    assert logged == list(range(1, STEPS + 1))  # each step once
+    assert losses(folder) == losses(reference)  # bit-exact on CPU fp32, every step
+    assert adapter_difference(folder, reference) == 0.0
+    assert len(list((folder / "checkpoints").glob("checkpoint-*"))) <= 2  # save_total_limit
+
+
+def test_sigterm_stops_at_a_step_with_a_checkpoint_and_resume_finishes(tiny_recipe):
+    recipe = tiny_recipe({"training.max_steps": 400, "training.save_steps": 1000})
+    folder = run_folder_of(recipe, "peft")
+    process = start(recipe, "peft")
+    wait_for(folder / "metrics.jsonl", process)
+    while not read_jsonl(folder / "metrics.jsonl"):
+        time.sleep(0.02)
+    process.send_signal(signal.SIGTERM)
+    _, stderr = process.communicate(timeout=120)
+    assert process.returncode == 143, stderr[-2000:]
+    assert f"unify resume {folder}" in stderr and "Traceback" not in stderr
+    record = json.loads((folder / "run.json").read_text())
+    interrupted = record["interrupted"]
+    assert record["status"] == "interrupted" and interrupted["signal"] == "SIGTERM"
+    step = interrupted["checkpoint_step"]
+    assert 0 < step < 400 and (folder / "checkpoints" / f"checkpoint-{step}" / "optimizer.pt").is_file()
+    assert (folder / "adapter" / "adapter_model.safetensors").is_file()  # the interrupted state, usable
+    assert interrupted["resume_command"] == f"unify resume {folder}"
+    resumed = unify("resume", str(folder), "--force", "--set", f"training.max_steps={step + 5}")
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert (
+        max(losses(folder)) == step + 5
+        and json.loads((folder / "run.json").read_text())["status"] == "completed"
+    )
+
+
+def test_ctrl_c_twice_stops_at_once_and_the_folder_stays_resumable(tiny_recipe):
+    recipe = tiny_recipe({"training.max_steps": 2000, "training.save_steps": 3})
+    folder = run_folder_of(recipe, "peft")
+    process = start(recipe, "peft")
+    wait_for(folder / "checkpoints" / "checkpoint-3" / "trainer_state.json", process)
+    process.send_signal(signal.SIGINT)
+    process.send_signal(signal.SIGINT)
+    _, stderr = process.communicate(timeout=120)
+    assert process.returncode == 130, stderr[-2000:]
+    record = json.loads((folder / "run.json").read_text())
+    assert record["status"] == "interrupted" and record["interrupted"]["signal"] == "SIGINT"
+    assert record["interrupted"]["checkpoint_step"] >= 3
+
+
+def test_resume_refuses_a_changed_recipe_or_changed_data(tiny_recipe, tmp_path):
+    data = tmp_path / "chat.jsonl"
+    rows = [
+        {"messages": [{"role": "user", "content": f"Say {i}."}, {"role": "assistant", "content": f"{i}."}]}
+        for i in range(12)
+    ]
+    data.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    recipe = tiny_recipe({"training.max_steps": 4, "data.train": [{"path": str(data)}]})
+    folder = train(recipe, "peft")
+    changed = unify("resume", str(folder), "--set", "training.learning_rate=0.1")
+    assert changed.returncode == 2 and "training.learning_rate: 0.003 -> 0.1" in changed.stderr
+    forced = unify("resume", str(folder), "--force", "--set", "training.learning_rate=0.1")
+    assert forced.returncode == 2 and "cannot change on resume" in forced.stderr
+    done = unify("resume", str(folder))
+    assert done.returncode == 2 and "already completed" in done.stderr
+    data.write_text("".join(json.dumps(r) + "\n" for r in rows[:-1]))
+    resumed = unify("run", str(recipe), "--backend", "peft", "--resume", "--set", "training.max_steps=6")
+    assert resumed.returncode == 2 and "differs" in resumed.stderr  # max_steps without --force
+    forced = unify("resume", str(folder), "--force", "--set", "training.max_steps=6")
+    assert forced.returncode == 2 and "training data differ" in forced.stderr

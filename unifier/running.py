@@ -1,0 +1,374 @@
+"""A run's life: claim the folder, write data and run.json, train, record how it ended; resume a stopped one.
+
+run(spec)        checks, data, plan (all before anything is written), then the folder (unifier.ownership,
+                 one writer: unifier.runlock), then the backend's run(plan) under signal handling
+                 (unifier.interrupts), then run.json: completed / failed / interrupted
+resume(folder)   the same from the newest complete checkpoint, after checking that the recipe and the
+                 data are the checkpoint's (a few settings may change with force=True)
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import time
+import traceback
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from . import builtin
+from .core import checked_backend, get_backend, model_for_run, plan_context, run_folder, write_data
+from .data import PreparedData, prepare_data
+from .environment import host_info, library_versions, peak_memory_mb
+from .errors import TrainingFailed, UserError
+from .interrupts import Interrupted, StopAtOnce, handling_signals, requested
+from .metrics import read_metrics, train_losses
+from .ownership import RESUMABLE_STATUSES, claim_folder, newest_checkpoint
+from .runfolder import RunFolder, now
+from .runlock import RunLock
+from .secrets import SECRET_VARIABLES_ENV, referenced_variables, scrub_tree
+from .spec import JobSpec, apply_overrides, spec_from_dict
+
+# what `resume --force` may change: more (or fewer) steps, and what is saved at the end
+RESUMABLE_CHANGES = ("training.max_steps", "training.epochs", "output.save")
+NOT_COMPARED = ("output.if_exists",)
+NODE_WAIT_S = float(os.environ.get("UNIFIER_NODE_WAIT_S", "600"))
+
+
+@dataclass
+class RunOutcome:
+    run_dir: Path
+    backend: str
+    status: str
+    metrics: list[dict[str, Any]]
+
+    @property
+    def losses(self) -> list[float]:
+        return [loss for _, loss in train_losses(self.metrics)]
+
+
+@dataclass
+class Job:
+    spec: JobSpec
+    backend: Any
+    data: PreparedData
+    folder: RunFolder
+    plan: Any
+    record: dict[str, Any] = field(default_factory=dict)
+
+
+def run(
+    spec: JobSpec,
+    backend: str | None = None,
+    *,
+    recipe: str | None = None,
+    quiet: bool = False,
+    resume: bool = False,
+    discard_checkpoints: bool = False,
+) -> RunOutcome:
+    """Train the spec. User mistakes raise UserError (exit 2) before anything is written; a training failure
+    raises TrainingFailed (exit 1) and a signal Interrupted (exit 130/143), both recorded in run.json.
+    resume=True continues the run folder's run when it holds one (and starts one when it is empty)."""
+    chosen = checked_backend(spec, backend)
+    folder = run_folder(spec, chosen.name)
+    if resume and _holds_a_run(folder):
+        return globals()["resume"](folder.root, spec=spec, quiet=quiet, recipe=recipe)
+    _check_secret_variables(spec)
+    data = prepare_data(spec, progress=not quiet)
+    the_plan = chosen.plan(plan_context(spec, chosen, folder, data.kind, info=model_for_run(spec)))
+    job = Job(spec=spec, backend=chosen, data=data, folder=folder, plan=the_plan)
+    if spec.compute.node_rank > 0:
+        return _follow_node0(job)
+    lock = claim_folder(
+        folder, spec, if_exists=spec.output.if_exists, recipe=recipe, discard_checkpoints=discard_checkpoints
+    )
+    try:
+        write_data(folder, data, the_plan, chosen)
+        folder.metrics.write_text("")
+        builtin.ensure_model(spec.model.name_or_path)
+        job.record = {
+            "status": "running",
+            "backend": chosen.name,
+            "recipe": recipe,
+            "started": now(),
+            "spec": spec.model_dump(mode="json"),
+            "data": data.summary(),
+            "plan": the_plan.to_json(),
+            "versions": library_versions(),
+            "host": host_info(),
+            "pid": os.getpid(),
+        }
+        return _execute(job)
+    finally:
+        lock.release()
+
+
+def resume(
+    run_dir: str | Path,
+    *,
+    spec: JobSpec | None = None,
+    overrides: list[str] | None = None,
+    force: bool = False,
+    quiet: bool = False,
+    recipe: str | None = None,
+) -> RunOutcome:
+    """Continue a run from its newest complete checkpoint (from the start if it saved none)."""
+    folder = RunFolder(Path(run_dir))
+    record = folder.read_record()
+    recorded = record["spec"]
+    if spec is None:
+        spec = spec_from_dict(apply_overrides(recorded, overrides or []), source=f"{folder.run_json} (spec)")
+    changes = spec_changes(recorded, spec.model_dump(mode="json"))
+    _check_changes(folder, record, changes, force)
+    chosen = checked_backend(spec, record["backend"])
+    _check_secret_variables(spec)
+    lock = RunLock(folder.lock).acquire()
+    try:
+        record = folder.read_record()  # under the lock: the state another process may just have left
+        data = prepare_data(spec, progress=not quiet)
+        recorded_fingerprint = (record.get("data") or {}).get("fingerprint")
+        if recorded_fingerprint and data.fingerprint() != recorded_fingerprint:
+            raise UserError(
+                f"{folder.root}: the training data differ from the data the checkpoints were trained on",
+                hint="resume with the data of the original run, or start a new run in another output.dir",
+            )
+        checkpoint = newest_checkpoint(folder)
+        step = checkpoint.step if checkpoint else 0
+        the_plan = chosen.plan(
+            plan_context(
+                spec,
+                chosen,
+                folder,
+                data.kind,
+                info=model_for_run(spec),
+                resume_from=str(checkpoint.path) if checkpoint else None,
+            )
+        )
+        write_data(folder, data, the_plan, chosen)
+        _keep_metrics_up_to(folder, step)
+        builtin.ensure_model(spec.model.name_or_path)
+        for stale in ("ended", "error", "traceback", "interrupted", "final_metrics", "wall_time_s"):
+            record.pop(stale, None)
+        record.update(
+            status="running",
+            spec=spec.model_dump(mode="json"),
+            plan=the_plan.to_json(),
+            versions=library_versions(),
+            host=host_info(),
+            pid=os.getpid(),
+            data=data.summary(),
+        )
+        record.setdefault("resumes", []).append(
+            {
+                "started": now(),
+                "from_step": step,
+                "from_checkpoint": str(checkpoint.path) if checkpoint else None,
+                "changes": [f"{path}: {old!r} -> {new!r}" for path, old, new in changes],
+            }
+        )
+        job = Job(spec=spec, backend=chosen, data=data, folder=folder, plan=the_plan, record=record)
+        return _execute(job)
+    finally:
+        lock.release()
+
+
+def spec_changes(before: dict, after: dict, prefix: str = "") -> list[tuple[str, Any, Any]]:
+    """Leaf-by-leaf differences between two spec dumps: (dotted path, old, new)."""
+    changes = []
+    for key in sorted(set(before) | set(after)):
+        path = f"{prefix}{key}"
+        old, new = before.get(key), after.get(key)
+        if path in NOT_COMPARED:
+            continue
+        if isinstance(old, dict) and isinstance(new, dict):
+            changes += spec_changes(old, new, path + ".")
+        elif old != new:
+            changes.append((path, old, new))
+    return changes
+
+
+def _check_changes(folder: RunFolder, record: dict, changes: list, force: bool) -> None:
+    status = record.get("status")
+    listed = "; ".join(f"{path}: {old!r} -> {new!r}" for path, old, new in changes)
+    if changes and not force:
+        raise UserError(
+            f"{folder.root}: the recipe differs from the one its checkpoints were trained with: {listed}",
+            hint=f"resume with the original recipe; --force allows changing {', '.join(RESUMABLE_CHANGES)}",
+        )
+    locked = [path for path, _, _ in changes if path not in RESUMABLE_CHANGES]
+    if locked:
+        raise UserError(
+            f"{folder.root}: cannot change on resume: "
+            + "; ".join(f"{p}: {o!r} -> {n!r}" for p, o, n in changes if p in locked),
+            hint=f"only {', '.join(RESUMABLE_CHANGES)} may change (with --force); start a new run otherwise",
+        )
+    if status == "completed" and not changes:
+        raise UserError(
+            f"{folder.root}: the run already completed; there is nothing to resume",
+            hint="train longer with `unify resume DIR --force --set training.max_steps=N`",
+        )
+    if status not in (*RESUMABLE_STATUSES, "completed"):
+        raise UserError(f"{folder.root}: run status '{status}' cannot be resumed")
+
+
+def _holds_a_run(folder: RunFolder) -> bool:
+    try:
+        folder.read_record()
+    except UserError:
+        return False
+    return True
+
+
+def _check_secret_variables(spec: JobSpec) -> None:
+    names = sorted(referenced_variables(spec.model_dump(mode="json")))
+    missing = [name for name in names if name not in os.environ]
+    if missing:
+        raise UserError(
+            f"the recipe refers to environment variable{'s' if len(missing) > 1 else ''} "
+            f"{', '.join(missing)} (as ${{NAME}}), which {'are' if len(missing) > 1 else 'is'} not set",
+            hint=f"export {missing[0]}=... before running",
+        )
+    os.environ[SECRET_VARIABLES_ENV] = ",".join(names)  # so every process scrubs their values from its files
+
+
+def _keep_metrics_up_to(folder: RunFolder, step: int) -> None:
+    """A resumed run logs each step once: drop what was logged after the checkpoint it continues from."""
+    kept = [m for m in read_metrics(folder.metrics) if m.get("step", 0) <= step]
+    folder.metrics.write_text("".join(json.dumps(m) + "\n" for m in kept), encoding="utf-8")
+
+
+def _execute(job: Job) -> RunOutcome:
+    folder, record = job.folder, job.record
+    folder.stop_request.unlink(missing_ok=True)
+    folder.write_record(record)
+    started = time.perf_counter()
+    result = None
+    try:
+        with handling_signals(folder.stop_request):
+            try:
+                result = job.backend.run(job.plan)
+            except StopAtOnce as stop:
+                _record_interrupted(job, stop.signum, at_once=True)
+            except UserError:
+                record.update(status="failed", ended=now(), error="user error (see message)")
+                raise
+            except BaseException as exc:
+                if requested() is not None:  # the training processes ended on the signal
+                    _record_interrupted(job, requested(), at_once=False)
+                message = f"{type(exc).__name__}: {exc}{_divergence(folder)}"
+                record.update(
+                    status="failed", ended=now(), error=message, traceback=traceback.format_exc(limit=20)
+                )
+                raise TrainingFailed(
+                    f"{job.backend.name} training failed: {message} (details in {folder.run_json})"
+                ) from exc
+            if requested() is not None:
+                _record_interrupted(job, requested(), at_once=False, result=result)
+    except BaseException:
+        _finish(folder, record)
+        raise
+    metrics = read_metrics(folder.metrics)
+    losses = train_losses(metrics)
+    record.update(
+        status="completed",
+        ended=now(),
+        wall_time_s=round(time.perf_counter() - started, 3),
+        native_command=result.native_command,
+        backend_details=result.backend_details,
+        final_metrics={
+            "steps": losses[-1][0] if losses else 0,
+            "first_loss": losses[0][1] if losses else None,
+            "last_loss": losses[-1][1] if losses else None,
+            "tokens_seen": next((m["tokens_seen"] for m in reversed(metrics) if m.get("tokens_seen")), None),
+            "peak_memory_mb": peak_memory_mb(),
+        },
+    )
+    from .plots import plot_run_loss
+
+    plot_run_loss(folder, f"{job.spec.name} ({job.backend.name})")
+    record["outputs"] = sorted(p.name for p in folder.root.iterdir() if not p.name.startswith("."))
+    _finish(folder, record)
+    return RunOutcome(run_dir=folder.root, backend=job.backend.name, status="completed", metrics=metrics)
+
+
+def _divergence(folder: RunFolder) -> str:
+    """For a training process that died on a non-finite loss: the step, from metrics.jsonl."""
+    bad = [m for m in read_metrics(folder.metrics) if m.get("nonfinite")]
+    if not bad or "step" in str(bad[0]):
+        return ""
+    return (
+        f" (step {bad[0]['step']}: {', '.join(bad[0]['nonfinite'])} not finite; lower training.learning_rate "
+        "or check the data)"
+    )
+
+
+def _record_interrupted(job: Job, signum: int, *, at_once: bool, result=None) -> None:
+    import signal
+
+    folder, record = job.folder, job.record
+    checkpoint = newest_checkpoint(folder)
+    losses = train_losses(read_metrics(folder.metrics))
+    record.update(
+        status="interrupted",
+        ended=now(),
+        interrupted={
+            "signal": signal.Signals(signum).name,
+            "last_logged_step": losses[-1][0] if losses else 0,
+            "checkpoint": str(checkpoint.path) if checkpoint else None,
+            "checkpoint_step": checkpoint.step if checkpoint else None,
+            "stopped": "at once (second signal)"
+            if at_once
+            else "at a step boundary, after saving a checkpoint",
+            "resume_command": f"unify resume {folder.root}",
+        },
+    )
+    if result is not None:
+        record.update(native_command=result.native_command, backend_details=result.backend_details)
+    raise Interrupted(
+        signum, folder.root, checkpoint.step if checkpoint else None, checkpoint is not None, at_once=at_once
+    )
+
+
+def _finish(folder: RunFolder, record: dict) -> None:
+    """run.json, and no secret value left in any file of the folder."""
+    folder.write_record(record)
+    scrub_tree(folder.root)
+
+
+def _follow_node0(job: Job) -> RunOutcome:
+    """node_rank > 0 of a multi-node run: node 0 owns the (shared) run folder; this node waits for it to be
+    prepared with the same data, then starts its processes. It writes nothing into the folder."""
+    folder = job.folder
+    deadline = time.monotonic() + NODE_WAIT_S
+    fingerprint = job.data.fingerprint()
+    while True:
+        try:
+            record = folder.read_record()
+        except UserError:
+            record = None
+        if record and record.get("status") == "running":
+            if (record.get("data") or {}).get("fingerprint") != fingerprint:
+                raise UserError(
+                    f"{folder.root}: node 0 prepared different training data than this node "
+                    f"(node_rank {job.spec.compute.node_rank})",
+                    hint="give every node the same data",
+                )
+            break
+        if time.monotonic() > deadline:
+            raise UserError(
+                f"{folder.root}: node 0 has not prepared the run folder after {NODE_WAIT_S:.0f} s",
+                hint="start node 0 too; output.dir must be on a filesystem every node shares "
+                "(UNIFIER_NODE_WAIT_S sets the wait)",
+            )
+        time.sleep(1.0)
+    follower = dataclasses.replace(job.plan, after_training=())
+    with handling_signals(folder.stop_request):
+        get_backend(job.backend.name).run(follower)
+    return RunOutcome(
+        run_dir=folder.root,
+        backend=job.backend.name,
+        status=f"completed (node {job.spec.compute.node_rank})",
+        metrics=[],
+    )
