@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 PIP := $(PY) -m pip
 STAMP := $(VENV)/.unifier-installed
 
-.PHONY: setup demo lint test test-fast gpu-check clean
+.PHONY: setup demo lint test test-fast mutation gpu-check clean
 
 setup: $(STAMP)
 
@@ -30,6 +30,9 @@ test: lint
 
 test-fast: lint
 	$(VENV)/bin/python -m pytest -q -p no:cacheprovider -m "not slow"
+
+mutation: setup
+	$(VENV)/bin/python tests/mutation/run_mutation.py
 
 gpu-check: setup
 	bash tests/gpu/run_gpu_checks.sh

@@ -80,6 +80,15 @@ class PlanContext:
         return self.device == "cpu"
 
     @property
+    def trainer_epochs(self) -> float:
+        """data/train.jsonl holds several passes over the rows, each in its own order (unifier/data/prepare.py):
+        with training.epochs the trainer reads the file epochs / passes times (max_steps: epochs is unused)."""
+        from unifier.data.prepare import epochs_in_file
+
+        t = self.spec.training
+        return t.epochs if t.max_steps else t.epochs / epochs_in_file(self.spec, rows=0)
+
+    @property
     def has_eval(self) -> bool:
         return bool(self.spec.data.eval or self.spec.data.eval_split)
 
@@ -124,7 +133,6 @@ class Backend(ABC):
     def check(self, spec: JobSpec, here: bool = True) -> list[str]:
         """Every reason this backend cannot run the spec (here=True: on this machine, as it is now)."""
         problems = capability_problems(spec, self.capabilities, self.name)
-        problems += option_group_problems(spec, self)
         problems += self.backend_problems(spec, here)
         if here:
             problems += machine_problems(spec, self.requires_for(spec), self.pip_extra)
@@ -136,6 +144,11 @@ class Backend(ABC):
 
     def requires_for(self, spec: JobSpec) -> tuple[str, ...]:
         return self.requires
+
+    def option_names(self, spec: JobSpec, group: str | None) -> frozenset[str] | None:
+        """The keyword names a backend_options group accepts in the installed library (None: unknown, not
+        checked)."""
+        return None
 
     # ---- translation (pure) ----
     def plan(self, ctx: PlanContext) -> Plan:
@@ -239,20 +252,36 @@ def capability_problems(spec: JobSpec, caps: Capabilities, backend: str) -> list
 
 
 def option_group_problems(spec: JobSpec, backend: Backend) -> list[str]:
+    """backend_options.<name>: known groups, and (where the library is installed) keyword names its signature
+    has (backends/signatures.py reads them from the source, without importing it)."""
+    from .signatures import suggestion
+
     groups = backend.option_groups
     options = spec.backend_options.get(backend.name, {})
-    if groups is None:
-        return []
+    prefix = f"backend_options.{backend.name}"
+    if groups is None:  # raw flags
+        known = backend.option_names(spec, None)
+        return [
+            f"{prefix}.{key}: not a {backend.name} argument{suggestion(key, known)}"
+            for key in options
+            if known is not None and key not in known
+        ]
     problems = []
     for key, value in options.items():
         if key not in groups:
-            known = ", ".join(groups) or "none"
             problems.append(
-                f"backend_options.{backend.name}.{key}: {backend.name} reads no such option group "
-                f"(known: {known})"
+                f"{prefix}.{key}: {backend.name} reads no such option group "
+                f"(known: {', '.join(groups) or 'none'})"
             )
         elif not isinstance(value, dict):
-            problems.append(f"backend_options.{backend.name}.{key}: expected a mapping of keyword arguments")
+            problems.append(f"{prefix}.{key}: expected a mapping of keyword arguments")
+        else:
+            known = backend.option_names(spec, key)
+            problems += [
+                f"{prefix}.{key}.{name}: not an argument of {backend.name}'s {key}{suggestion(name, known)}"
+                for name in value
+                if known is not None and name not in known
+            ]
     return problems
 
 

@@ -16,14 +16,19 @@ from transformers.trainer_callback import PrinterCallback, ProgressCallback
 class MetricsCallback(TrainerCallback):
     """One line per logging step in the schema every backend shares (see unifier.metrics)."""
 
-    def __init__(self, path: str | Path):
+    def __init__(self, path: str | Path, data_summary: str | Path | None = None):
         self.path = Path(path)  # unifier created (or, resuming, trimmed) it; every record is appended
+        self.data_summary = Path(data_summary) if data_summary else None
+        self.passes_in_file = 1
         self._last_time = None
         self._last_step = 0
 
     def on_train_begin(self, args, state, control, **kwargs):
         self._last_time = time.perf_counter()
         self._last_step = state.global_step  # a resumed run starts at its checkpoint's step
+        if self.data_summary is not None and self.data_summary.is_file():
+            # data/train.jsonl holds several passes over the rows: the trainer's epoch counts files
+            self.passes_in_file = json.loads(self.data_summary.read_text()).get("epochs_in_file", 1)
 
     def on_log(self, args, state, control, logs=None, **kwargs):
         from unifier.metrics import metrics_record
@@ -36,7 +41,7 @@ class MetricsCallback(TrainerCallback):
         step_time = (now - self._last_time) / steps if self._last_time and "loss" in logs else None
         record = metrics_record(
             step=state.global_step,
-            epoch=state.epoch,
+            epoch=state.epoch * self.passes_in_file if state.epoch is not None else None,
             loss=logs.get("loss"),
             learning_rate=logs.get("learning_rate"),
             grad_norm=logs.get("grad_norm"),
@@ -197,7 +202,7 @@ class ProbeCallback(TrainerCallback):
 
 
 CALLBACK_FACTORIES = {
-    "metrics": lambda paths: MetricsCallback(paths["metrics_file"]),
+    "metrics": lambda paths: MetricsCallback(paths["metrics_file"], paths["data_summary"]),
     "health": lambda paths: HealthCallback(),
     "stop_on_signal": lambda paths: StopOnSignalCallback(paths["stop_file"]),
     "scrub_secrets": lambda paths: ScrubSecretsCallback(),

@@ -25,13 +25,24 @@ def expand_references(value, environ=None):
 
 
 def load_data(config):
-    from datasets import load_dataset
+    """The normalized rows. Conversations, tools and tool-call arguments are JSON values whose keys differ from
+    row to row; read as Arrow structs they become an extension type trl's truncation cannot slice, so each
+    such column is read as one JSON value (decoded to the same lists and dicts, keys in order)."""
+    from datasets import Features, Json, Value, load_dataset
 
     paths = config["paths"]
     files = {"train": paths["train_file"]}
     if config["eval"]:
         files["eval"] = paths["eval_file"]
-    data = load_dataset("json", data_files=files)
+    columns = {
+        "chat": ("messages", "tools"),
+        "preference": ("prompt", "chosen", "rejected", "tools"),
+        "text": (),
+    }
+    features = {name: Json() for name in columns[config["data_kind"]]}
+    if config["data_kind"] == "text":
+        features["text"] = Value("string")
+    data = load_dataset("json", data_files=files, features=Features(features))
     return data["train"], data.get("eval")
 
 

@@ -54,3 +54,18 @@ def _canonical(name: str) -> str:
     for prefix in ("module.", "_orig_mod."):
         name = name.replace(prefix, "")
     return name
+
+
+def trainable_digest(model) -> str:
+    """sha256 over the names and float32 values of the trainable parameters (DDP/compile wrappers ignored):
+    two ranks that trained one model together report the same digest."""
+    import hashlib
+
+    import torch
+
+    digest = hashlib.sha256()
+    trainable = sorted((_canonical(n), p) for n, p in model.named_parameters() if p.requires_grad)
+    for name, param in trainable:
+        digest.update(name.encode())
+        digest.update(param.detach().to(torch.float32).cpu().contiguous().numpy().tobytes())
+    return digest.hexdigest()

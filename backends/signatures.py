@@ -36,12 +36,12 @@ def module_file(module: str) -> Path | None:
     return None
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _tree(path: Path) -> ast.Module:
     return ast.parse(path.read_text(encoding="utf-8"))
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def dataclass_fields(module: str, name: str) -> frozenset[str] | None:
     """Field names of a class (annotated class attributes), its bases' included when they can be found in the
     modules it imports them from. None when the module is not installed."""
@@ -57,10 +57,16 @@ def dataclass_fields(module: str, name: str) -> frozenset[str] | None:
                 return dataclass_fields(f"{module}.{source.stem}", name)
     if node is None:
         return None
-    names = {item.target.id for item in node.body if isinstance(item, ast.AnnAssign) and isinstance(item.target, ast.Name)}
+    names = {
+        item.target.id
+        for item in node.body
+        if isinstance(item, ast.AnnAssign) and isinstance(item.target, ast.Name)
+    }
     imported = _imported_names(tree, module)
     for base in node.bases:
-        base_name = base.id if isinstance(base, ast.Name) else base.attr if isinstance(base, ast.Attribute) else None
+        base_name = (
+            base.id if isinstance(base, ast.Name) else base.attr if isinstance(base, ast.Attribute) else None
+        )
         if base_name is None:
             continue
         source = imported.get(base_name, module)
@@ -84,7 +90,7 @@ def _imported_names(tree: ast.Module, module: str) -> dict[str, str]:
     return found
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def function_parameters(module: str, qualified: str) -> frozenset[str] | None:
     """Named parameters of `Class.method` or `function` in a module's source (None: not found/installed)."""
     path = module_file(module)
@@ -92,7 +98,9 @@ def function_parameters(module: str, qualified: str) -> frozenset[str] | None:
         return None
     owner, _, function = qualified.rpartition(".")
     for node in ast.walk(_tree(path)):
-        if isinstance(node, ast.ClassDef) and node.name == owner or (not owner and isinstance(node, ast.Module)):
+        if (isinstance(node, ast.ClassDef) and node.name == owner) or (
+            not owner and isinstance(node, ast.Module)
+        ):
             for item in node.body:
                 if isinstance(item, (ast.FunctionDef, ast.AsyncFunctionDef)) and item.name == function:
                     args = item.args
@@ -100,7 +108,7 @@ def function_parameters(module: str, qualified: str) -> frozenset[str] | None:
     return None
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def package_dataclass_fields(package: str) -> frozenset[str] | None:
     """Every annotated class attribute in a package's modules (ms-swift's arguments are spread over many)."""
     path = module_file(package)
@@ -114,7 +122,11 @@ def package_dataclass_fields(package: str) -> frozenset[str] | None:
             continue
         for node in ast.walk(tree):
             if isinstance(node, ast.ClassDef):
-                names |= {i.target.id for i in node.body if isinstance(i, ast.AnnAssign) and isinstance(i.target, ast.Name)}
+                names |= {
+                    i.target.id
+                    for i in node.body
+                    if isinstance(i, ast.AnnAssign) and isinstance(i.target, ast.Name)
+                }
     return frozenset(names)
 
 

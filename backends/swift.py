@@ -120,6 +120,16 @@ class SwiftBackend(Backend):
             ]
         return problems
 
+    def option_names(self, spec, group):
+        """ms-swift's flags: its argument dataclasses and the transformers TrainingArguments they extend."""
+        from .signatures import dataclass_fields, package_dataclass_fields
+
+        names = package_dataclass_fields("swift.arguments")
+        trainer = dataclass_fields("transformers.training_args_seq2seq", "Seq2SeqTrainingArguments")
+        if names is None:
+            return None
+        return names | (trainer or frozenset()) | {"model_type"}
+
     # ---- translation (pure): one argv fragment (and environment) per spec section ----
     def translate_model(self, ctx: PlanContext) -> dict[str, Any]:
         m = ctx.spec.model
@@ -131,7 +141,8 @@ class SwiftBackend(Backend):
         if m.revision:
             flags.append(("--model_revision", m.revision))
         if m.chat_template == "chatml":
-            flags += [("--template", "chatml"), ("--agent_template", "hermes")]
+            # hermes as unifier's ChatML renders tools (registered by the plugin, see swift_plugin.py)
+            flags += [("--template", "chatml"), ("--agent_template", "unifier_hermes")]
         flags += [("--torch_dtype", m.dtype), ("--max_length", m.max_seq_length)]
         if m.trust_remote_code:
             flags.append(("--model_kwargs", json.dumps({"trust_remote_code": True})))
@@ -196,7 +207,7 @@ class SwiftBackend(Backend):
     def translate_optimisation(self, ctx: PlanContext) -> dict[str, Any]:
         t = ctx.spec.training
         flags: list[tuple[str, Any]] = [
-            ("--num_train_epochs", t.epochs),
+            ("--num_train_epochs", ctx.trainer_epochs),
             ("--max_steps", t.max_steps or -1),
             ("--learning_rate", t.learning_rate),
             ("--lr_scheduler_type", t.lr_scheduler),

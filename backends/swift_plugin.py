@@ -12,7 +12,6 @@
 #   unifier_probe       output.probe: the first tokenized samples, trainable parameters, initial weights
 # and, with UNIFIER_TRUST_REMOTE_CODE=false, it makes ms-swift honour trust_remote_code: false (ms-swift 4.6
 # loads config, tokenizer and model with trust_remote_code=True whatever it is told).
-import hashlib
 import json
 import os
 
@@ -67,15 +66,10 @@ def swift_callback(make):
 
 class RankWeightsCallback(TrainerCallback):
     def on_train_end(self, args, state, control, model=None, **kwargs):
-        import torch
         import torch.distributed as dist
+        from unifier.backends.probe import trainable_digest
 
-        digest = hashlib.sha256()
         target = model if model is not None else self.trainer.model
-        for name, param in sorted(target.named_parameters(), key=lambda item: item[0]):
-            if param.requires_grad:
-                digest.update(name.encode())
-                digest.update(param.detach().to(torch.float32).cpu().contiguous().numpy().tobytes())
         initialized = dist.is_available() and dist.is_initialized()
         record = {
             "rank": int(os.environ.get("RANK", 0)),
@@ -83,7 +77,7 @@ class RankWeightsCallback(TrainerCallback):
             "distributed_initialized": initialized,
             "backend": dist.get_backend() if initialized else None,
             "global_step": state.global_step,
-            "trainable_digest": digest.hexdigest(),
+            "trainable_digest": trainable_digest(target),
         }
         folder = run_folder().ranks
         os.makedirs(folder, exist_ok=True)
@@ -112,6 +106,21 @@ def accept_indexed_cpu_locations():
     torch.serialization.register_package(30, lambda obj: None, restore)
 
 
+def register_agent_template():
+    """unifier_hermes: ms-swift's hermes tool format exactly as unifier's ChatML template renders it. ms-swift's
+    own hermes puts two newlines before '# Tools' even when there is no system prompt; Qwen's template (and
+    unifier's) does not, so without this the same tools row would be other tokens on swift."""
+    from swift.agent_template import agent_template_map
+    from swift.agent_template.hermes import HermesAgentTemplate
+
+    class UnifierHermes(HermesAgentTemplate):
+        def _format_tools(self, tools, system=None, user_message=None):
+            text = super()._format_tools(tools, system=system, user_message=user_message)
+            return text if system else text.removeprefix("\n\n")
+
+    agent_template_map["unifier_hermes"] = UnifierHermes
+
+
 def install():
     if os.environ.get("UNIFIER_TRUST_REMOTE_CODE", "false") != "true":
         from unifier.backends.remote_code import forbid_remote_code
@@ -122,10 +131,15 @@ def install():
 
         install_worker_handlers()
         accept_indexed_cpu_locations()
+    register_agent_template()
     callbacks_map.update(
         {
             "unifier_metrics": swift_callback(
-                lambda: hf_callbacks.MetricsCallback(run_folder().metrics) if main_process() else None
+                lambda: (
+                    hf_callbacks.MetricsCallback(run_folder().metrics, run_folder().data_summary)
+                    if main_process()
+                    else None
+                )
             ),
             "unifier_health": swift_callback(hf_callbacks.HealthCallback),
             "unifier_stop": swift_callback(

@@ -24,6 +24,15 @@ class TrlBackend(Backend):
     script_name: ClassVar[str]
     option_targets: ClassVar[dict[str, str]]  # backend_options group -> the CONFIG mapping it updates
 
+    def option_names(self, spec, group):
+        from .signatures import dataclass_fields
+
+        if group == "trainer_args":
+            if spec.training.method == "dpo":
+                return dataclass_fields("trl.trainer.dpo_config", "DPOConfig")
+            return dataclass_fields("trl.trainer.sft_config", "SFTConfig")
+        return None
+
     def translate_data(self, ctx: PlanContext) -> dict[str, Any]:
         return trl_config.data_section(ctx)
 

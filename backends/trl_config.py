@@ -9,18 +9,13 @@ from __future__ import annotations
 
 from typing import Any
 
-from unifier.builtin import chatml_template_file
+from unifier.builtin import chat_template_path
 
 from .base import PlanContext
 
 
 def chat_template_file(ctx: PlanContext) -> str | None:
-    choice = ctx.spec.model.chat_template
-    if choice == "chatml":
-        return str(chatml_template_file())
-    if choice == "tokenizer":
-        return None
-    return choice  # a .jinja path, made absolute when the recipe was loaded
+    return chat_template_path(ctx.spec.model.chat_template)
 
 
 def target_modules(ctx: PlanContext) -> list[str] | str:
@@ -90,13 +85,13 @@ def data_section(ctx: PlanContext) -> dict[str, Any]:
                 "dataset_text_field": "text",
             }
         )
-    return {"eval": ctx.has_eval, "trainer_args": args}
+    return {"eval": ctx.has_eval, "data_kind": ctx.data_kind, "trainer_args": args}
 
 
 def optimisation_section(ctx: PlanContext) -> dict[str, Any]:
     t = ctx.spec.training
     args: dict[str, Any] = {
-        "num_train_epochs": t.epochs,
+        "num_train_epochs": ctx.trainer_epochs,
         "max_steps": t.max_steps or -1,
         "learning_rate": t.learning_rate,
         "lr_scheduler_type": t.lr_scheduler,

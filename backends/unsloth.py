@@ -71,6 +71,15 @@ class UnslothBackend(TrlBackend):
             problems.append("DPO with full fine-tuning is not supported by the unsloth backend here")
         return problems
 
+    def option_names(self, spec, group):
+        from .signatures import function_parameters
+
+        if group == "from_pretrained":
+            return function_parameters("unsloth.models.loader", "FastLanguageModel.from_pretrained")
+        if group == "get_peft_model":
+            return function_parameters("unsloth.models.llama", "FastLlamaModel.get_peft_model")
+        return super().option_names(spec, group)
+
     # ---- translation ----
     def translate_model(self, ctx: PlanContext) -> dict[str, Any]:
         m = ctx.spec.model

@@ -64,6 +64,34 @@ def tiny_model_dir() -> Path:
     return ensure_tiny_model()
 
 
+REFERENCE_STEPS = 20
+
+
+@pytest.fixture(scope="session")
+def reference_runs(tmp_path_factory):
+    """The tiny recipe, 20 steps, trained once per test session on every backend by `unify compare` (each in its
+    own process, parity probe on): (exit code, compare.json, log, {backend: run folder}). The parity suite checks
+    it; the resume tests compare their resumed runs with it (probe and checkpoint settings do not change
+    training)."""
+    folder = tmp_path_factory.mktemp("reference")
+    raw = load_recipe()
+    raw["training"]["max_steps"] = REFERENCE_STEPS
+    recipe = write_recipe(folder, raw)
+    result = unify(
+        "compare",
+        str(recipe),
+        "--backends",
+        "peft,swift,unsloth",
+        "--output",
+        str(folder / "compare"),
+        timeout=1200,
+    )
+    report_file = folder / "compare" / "compare.json"
+    report = json.loads(report_file.read_text()) if report_file.is_file() else {}
+    runs = {run["backend"]: Path(run["folder"]) for run in report.get("runs", [])}
+    return result.returncode, report, result.stdout + result.stderr, runs
+
+
 @pytest.fixture
 def tiny_recipe(tmp_path):
     """A factory: the tiny SFT recipe with changes, written under tmp_path, output inside tmp_path."""
@@ -158,3 +186,65 @@ def merged_matches_adapter(model_dir: Path, folder: Path) -> float:
         base = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32)
         tuned = PeftModel.from_pretrained(base, folder / "adapter").eval()(ids).logits
     return float((merged - tuned).abs().max())
+
+
+def preference_margin(model_dir: Path, adapter_dir: Path, folder: Path) -> float:
+    """DPO's own measure over the run's preference pairs: the mean of (log p_tuned - log p_base)(chosen) minus
+    the same for rejected, over the completion tokens. 0 before training; DPO makes it grow."""
+    import torch
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(adapter_dir)
+    base = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32).eval()
+    tuned = PeftModel.from_pretrained(
+        AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32), adapter_dir
+    ).eval()
+
+    def completion_logp(model, prompt, answer):
+        start = len(
+            tokenizer.apply_chat_template(
+                prompt, add_generation_prompt=True, tokenize=True, return_dict=True
+            )["input_ids"]
+        )
+        ids = torch.tensor(
+            [tokenizer.apply_chat_template(prompt + answer, tokenize=True, return_dict=True)["input_ids"]]
+        )
+        with torch.no_grad():
+            logp = torch.log_softmax(model(ids).logits[0, :-1], dim=-1)
+        targets = ids[0, 1:]
+        return float(logp[torch.arange(len(targets)), targets][start - 1 :].sum())
+
+    margins = []
+    rows = read_jsonl(folder / "data" / "train.jsonl")
+    for row in {json.dumps(r, sort_keys=True): r for r in rows}.values():  # each pair once
+        chosen = completion_logp(tuned, row["prompt"], row["chosen"]) - completion_logp(
+            base, row["prompt"], row["chosen"]
+        )
+        rejected = completion_logp(tuned, row["prompt"], row["rejected"]) - completion_logp(
+            base, row["prompt"], row["rejected"]
+        )
+        margins.append(chosen - rejected)
+    return sum(margins) / len(margins)
+
+
+def quantized_adapter_effect(model_dir: Path, adapter_dir: Path) -> float:
+    """The adapter on the 4-bit (NF4) base it was trained on: the base really is 4-bit (bitsandbytes Linear4bit
+    layers), and the adapter moves its logits by this much."""
+    import bitsandbytes as bnb
+    import torch
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM, BitsAndBytesConfig
+
+    config = BitsAndBytesConfig(
+        load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_compute_dtype=torch.float32
+    )
+    base = AutoModelForCausalLM.from_pretrained(
+        model_dir, dtype=torch.float32, quantization_config=config
+    ).eval()
+    assert sum(isinstance(m, bnb.nn.Linear4bit) for m in base.modules()) == 14  # 7 projections x 2 layers
+    ids = torch.tensor([[1, 5, 9, 42, 77, 100, 3]])
+    with torch.no_grad():
+        before = base(ids).logits
+        after = PeftModel.from_pretrained(base, adapter_dir).eval()(ids).logits
+    return float((after - before).abs().max())

@@ -12,6 +12,8 @@ from .conftest import (
     assert_complete_run,
     merged_matches_adapter,
     payload_of,
+    preference_margin,
+    quantized_adapter_effect,
     read_jsonl,
     train,
     unify,
@@ -57,6 +59,7 @@ def test_qlora_on_cpu(tiny_recipe, tiny_model_dir):
     config = json.loads((folder / "adapter" / "adapter_config.json").read_text())
     assert config["r"] == 8 and config["lora_alpha"] == 16
     assert adapter_changes_output(tiny_model_dir, folder / "adapter") > 1e-4
+    assert quantized_adapter_effect(tiny_model_dir, folder / "adapter") > 1e-4
 
 
 def test_full_fine_tuning_saves_a_model(tiny_recipe, tiny_model_dir):
@@ -102,12 +105,12 @@ def test_raw_text_continued_pretraining(tiny_recipe, tmp_path):
     assert_complete_run(folder, "peft", 6)
 
 
-def test_dpo_on_preference_pairs(tiny_recipe):
+def test_dpo_on_preference_pairs(tiny_recipe, tiny_model_dir):
     recipe = tiny_recipe(
         {
             "training.method": "dpo",
             "data.train": [{"path": "builtin:tiny-preference"}],
-            "training.max_steps": 5,
+            "training.max_steps": 30,
             "training.per_device_batch_size": 2,
             "training.learning_rate": 5e-3,
         }
@@ -117,9 +120,11 @@ def test_dpo_on_preference_pairs(tiny_recipe):
     assert record["status"] == "completed" and record["data"]["kind"] == "preference"
     rows = [r for r in read_jsonl(folder / "metrics.jsonl") if r.get("loss") is not None]
     assert (
-        len(rows) == 5 and abs(rows[0]["loss"] - 0.6931) < 1e-3
+        len(rows) == 30 and abs(rows[0]["loss"] - 0.6931) < 1e-3
     )  # DPO starts at log(2): policy == reference
-    assert (folder / "adapter" / "adapter_model.safetensors").is_file()
+    assert (
+        preference_margin(tiny_model_dir, folder / "adapter", folder) > 0.05
+    )  # it prefers what it was shown
 
 
 def test_packing_packs_samples_without_cross_contamination(tiny_recipe, tiny_model_dir):

@@ -11,13 +11,18 @@ from unifier.backends.after_training import verify_ranks
 from unifier.backends.plan import CheckRanks
 
 from .conftest import (
+    REFERENCE_STEPS,
     adapter_changes_output,
     assert_complete_run,
+    load_recipe,
     merged_matches_adapter,
     payload_of,
+    preference_margin,
+    quantized_adapter_effect,
     read_jsonl,
     train,
     unify,
+    write_recipe,
 )
 
 pytestmark = pytest.mark.slow
@@ -69,6 +74,7 @@ def test_qlora_nf4_on_cpu(tiny_recipe, tiny_model_dir):
         argv[argv.index("--quant_bits") + 1] == "4" and argv[argv.index("--bnb_4bit_quant_type") + 1] == "nf4"
     )
     assert adapter_changes_output(tiny_model_dir, folder / "adapter") > 1e-4
+    assert quantized_adapter_effect(tiny_model_dir, folder / "adapter") > 1e-4
 
 
 def test_qlora_merged_save_is_the_16_bit_base_plus_the_adapter(tiny_recipe, tiny_model_dir):
@@ -96,43 +102,51 @@ def test_full_fine_tuning(tiny_recipe, tiny_model_dir):
     assert any((tuned[k] - base[k]).abs().max() > 0 for k in base)
 
 
-def test_two_process_cpu_run_is_really_data_parallel(tiny_recipe):
-    recipe = tiny_recipe(
-        {
-            "training.max_steps": 4,
-            "training.per_device_batch_size": 2,
-            "compute.nproc_per_node": 2,
-            "compute.master_port": 29731,
-        }
-    )
-    folder = train(recipe, "swift")
-    record = assert_complete_run(folder, "swift", 4)
+TWO_PROCESSES = {
+    "training.max_steps": REFERENCE_STEPS,
+    "training.per_device_batch_size": 2,
+    "compute.nproc_per_node": 2,
+    "training.save_steps": 4,
+}
+
+
+@pytest.fixture(scope="module")
+def ddp_run(tmp_path_factory):
+    """Two processes, two rows each (global batch 4, as the reference run's one process with four), gloo."""
+    folder = tmp_path_factory.mktemp("ddp")
+    raw = load_recipe()
+    raw["output"]["dir"] = str(folder / "runs" / "{name}-{backend}")
+    raw["name"] = "ddp"
+    for dotted, value in {**TWO_PROCESSES, "compute.master_port": 29731}.items():
+        section, key = dotted.split(".")
+        raw[section][key] = value
+    return train(write_recipe(folder, raw), "swift")
+
+
+def test_two_process_cpu_run_is_really_data_parallel(ddp_run, reference_runs, tiny_recipe):
+    record = assert_complete_run(ddp_run, "swift", REFERENCE_STEPS)
     check = record["backend_details"]["rank_check"]
     assert check == {"ranks": 2, "world_size": 2, "identical_weights": True, "process_group_backend": "gloo"}
     assert "NPROC_PER_NODE=2" in record["native_command"] and "--use_cpu true" in record["native_command"]
+    # the same global batch in one process (the session's reference run) gives the same training
+    one_process = losses(read_jsonl(reference_runs[3]["swift"] / "metrics.jsonl"))
+    assert losses(read_jsonl(ddp_run / "metrics.jsonl")) == pytest.approx(one_process, rel=1e-5)
     # FSDP2 over the same two processes trains the same model (full sharding, gloo on CPU)
-    sharded = train(
-        tiny_recipe(
-            {
-                "training.max_steps": 4,
-                "training.per_device_batch_size": 2,
-                "compute.nproc_per_node": 2,
-                "compute.master_port": 29733,
-                "compute.strategy": "fsdp2",
-                "name": "fsdp2",
-            },
-            name="fsdp2.yaml",
-        ),
-        "swift",
-    )
-    sharded_record = assert_complete_run(sharded, "swift", 4)
-    assert (
-        "--fsdp fsdp2" in sharded_record["native_command"]
-        and sharded_record["backend_details"]["rank_check"]["ranks"] == 2
-    )
+    fsdp2 = {**TWO_PROCESSES, "compute.master_port": 29733, "compute.strategy": "fsdp2", "name": "fsdp2"}
+    sharded = train(tiny_recipe(fsdp2, name="fsdp2.yaml"), "swift")
+    sharded_record = assert_complete_run(sharded, "swift", REFERENCE_STEPS)
+    assert "--fsdp fsdp2" in sharded_record["native_command"]
+    assert sharded_record["backend_details"]["rank_check"]["ranks"] == 2
     assert losses(read_jsonl(sharded / "metrics.jsonl")) == pytest.approx(
-        losses(read_jsonl(folder / "metrics.jsonl")), rel=1e-5
+        losses(read_jsonl(ddp_run / "metrics.jsonl")), rel=1e-5
     )
+
+
+def test_two_processes_sigkill_then_resume_equals_the_uninterrupted_run(ddp_run, tiny_recipe):
+    from .test_resume_and_interruptions import assert_resumed_like, kill_and_resume
+
+    recipe = tiny_recipe({**TWO_PROCESSES, "compute.master_port": 29761, "name": "killed"})
+    assert_resumed_like(kill_and_resume(recipe, "swift"), ddp_run, REFERENCE_STEPS)
 
 
 def test_rank_check_fails_loudly_on_independent_copies(tmp_path):
@@ -158,12 +172,12 @@ def test_rank_check_fails_loudly_on_independent_copies(tmp_path):
         verify_ranks(step)
 
 
-def test_dpo_through_swift_rlhf(tiny_recipe):
+def test_dpo_through_swift_rlhf(tiny_recipe, tiny_model_dir):
     recipe = tiny_recipe(
         {
             "training.method": "dpo",
             "data.train": [{"path": "builtin:tiny-preference"}],
-            "training.max_steps": 4,
+            "training.max_steps": 30,
             "training.per_device_batch_size": 2,
             "training.learning_rate": 5e-3,
         }
@@ -172,8 +186,8 @@ def test_dpo_through_swift_rlhf(tiny_recipe):
     record = json.loads((folder / "run.json").read_text())
     assert record["status"] == "completed" and "swift rlhf" in record["native_command"]
     rows = [r for r in read_jsonl(folder / "metrics.jsonl") if r.get("loss") is not None]
-    assert len(rows) == 4 and abs(rows[0]["loss"] - 0.6931) < 1e-3
-    assert (folder / "adapter" / "adapter_model.safetensors").is_file()
+    assert len(rows) == 30 and abs(rows[0]["loss"] - 0.6931) < 1e-3
+    assert preference_margin(tiny_model_dir, folder / "adapter", folder) > 0.05
 
 
 def test_raw_text_continued_pretraining(tiny_recipe, tmp_path):

@@ -82,11 +82,11 @@ def test_unknown_backend(tiny_recipe):
     "command",
     [
         ["--help"],
-        ["validate", "RECIPE"],
+        ["validate", "RECIPE", "--no-tokens"],
         ["plan", "RECIPE", "-b", "swift"],
         ["plan", "RECIPE", "-b", "peft"],
         ["plan", "RECIPE", "-b", "unsloth"],
-        ["validate", "RECIPE", "-b", "unsloth"],
+        ["validate", "RECIPE", "-b", "unsloth", "--no-tokens"],
         ["backends"],
         ["schema"],
     ],
@@ -103,6 +103,20 @@ def test_light_commands_import_no_torch(tiny_recipe, command):
     result = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True)
     assert result.returncode == 0, result.stderr
     assert "HEAVY=\n" in result.stdout, result.stdout[-500:]
+
+
+def test_validate_counts_tokens_without_torch(tiny_recipe, tiny_model_dir):
+    """Token statistics read tokenizer.json with `tokenizers` and render with transformers' chat-template code
+    (its utils, not its models): no torch, no trainer library."""
+    probe = (
+        "import sys\nfrom unifier.cli import app\n"
+        f"try:\n    app(['validate', {str(tiny_recipe())!r}])\nexcept SystemExit as exc:\n    code = exc.code\n"
+        "heavy = sorted(m for m in ('torch', 'trl', 'peft', 'swift', 'unsloth', 'datasets') if m in sys.modules)\n"
+        "print('HEAVY=' + ','.join(heavy))\nsys.exit(code or 0)\n"
+    )
+    result = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    assert "HEAVY=\n" in result.stdout and "tokens per row: min" in result.stdout, result.stdout[-800:]
 
 
 def test_init_writes_a_valid_starter_recipe_and_never_overwrites_silently(tmp_path):

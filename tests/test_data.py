@@ -188,3 +188,86 @@ def test_a_missing_hub_dataset_is_a_user_error_offline():
         UserError, match="could not load it as a local file, a `datasets` folder or a hub dataset"
     ):
         prepare_data(spec_for("nobody/no-such-dataset-xyz"))
+
+
+def test_sharegpt_function_calls_become_tool_calls_and_tool_results(tmp_path):
+    """LLaMA-Factory's glaive_toolcall layout: function_call / observation turns, tools as a JSON string of bare
+    function schemas."""
+    row = {
+        "conversations": [
+            {"from": "human", "value": "A 12-letter password, please."},
+            {
+                "from": "function_call",
+                "value": json.dumps({"name": "generate_password", "arguments": {"length": 12}}),
+            },
+            {"from": "observation", "value": json.dumps({"password": "x1y2"})},
+            {"from": "gpt", "value": "Here it is: x1y2"},
+        ],
+        "tools": json.dumps(
+            [
+                {
+                    "name": "generate_password",
+                    "description": "Make one",
+                    "parameters": {"type": "object", "properties": {"length": {"type": "integer"}}},
+                }
+            ]
+        ),
+    }
+    data = prepare_data(spec_for(write_jsonl(tmp_path / "glaive.jsonl", [row])))
+    messages = data.train[0]["messages"]
+    assert [m["role"] for m in messages] == ["user", "assistant", "tool", "assistant"]
+    assert messages[1]["tool_calls"] == [
+        {"type": "function", "function": {"name": "generate_password", "arguments": {"length": 12}}}
+    ]
+    assert messages[1]["content"] == "" and messages[2]["name"] == "generate_password"
+    assert data.train[0]["tools"][0] == {"type": "function", "function": json.loads(row["tools"])[0]}
+
+
+def test_llamafactory_preference_layout_and_alpaca_history(tmp_path):
+    dpo = {
+        "conversations": [{"from": "human", "value": "Capital of Peru?"}],
+        "chosen": {"from": "gpt", "value": "Lima."},
+        "rejected": {"from": "gpt", "value": "Cusco."},
+    }
+    data = prepare_data(spec_for(write_jsonl(tmp_path / "dpo.jsonl", [dpo]), method="dpo"))
+    assert data.train[0] == {
+        "prompt": [{"role": "user", "content": "Capital of Peru?"}],
+        "chosen": [{"role": "assistant", "content": "Lima."}],
+        "rejected": [{"role": "assistant", "content": "Cusco."}],
+    }
+    alpaca = {"instruction": "And Chile?", "output": "Santiago.", "history": [["Capital of Peru?", "Lima."]]}
+    data = prepare_data(spec_for(write_jsonl(tmp_path / "alpaca.jsonl", [alpaca])))
+    assert [m["content"] for m in data.train[0]["messages"]] == [
+        "Capital of Peru?",
+        "Lima.",
+        "And Chile?",
+        "Santiago.",
+    ]
+
+
+def test_a_column_the_format_does_not_read_is_refused_or_ignored_on_request(tmp_path):
+    """LLaMA-Factory's kto_en_demo layout (messages + a boolean label): the label must not vanish silently."""
+    kto = {
+        "messages": [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "go away"}],
+        "label": False,
+    }
+    path = write_jsonl(tmp_path / "kto.jsonl", [kto])
+    with pytest.raises(UserError, match=r"kto.jsonl:1: column 'label' is not read by the messages format"):
+        prepare_data(spec_for(path))
+    data = prepare_data(spec_for(path, extra_columns="ignore"))
+    assert "label" not in data.train[0]
+
+
+def test_empty_turns_warn_with_file_and_row_or_refuse(tmp_path):
+    rows = [
+        {"messages": [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "yo"}]},
+        {"messages": [{"role": "user", "content": ""}, {"role": "assistant", "content": "yo"}]},
+    ]
+    path = write_jsonl(tmp_path / "empty.jsonl", rows)
+    data = prepare_data(spec_for(path))
+    assert data.warnings == [f"{path}:2: messages[0] (user) is empty"]
+    spec = spec_from_dict(
+        {"model": {"name_or_path": "m"}, "data": {"train": [{"path": str(path)}], "empty_content": "error"}}
+    )
+    with pytest.raises(UserError, match=r"empty\.jsonl:2: messages"):
+        prepare_data(spec)

@@ -32,8 +32,9 @@ NOT_IN_PLAN = {
     **{
         f"data.{split}[0].{key}": "read by unifier's data normalization before planning (unifier/data)"
         for split in ("train", "eval")
-        for key in ("path", "format", "split", "subset", "columns", "roles", "max_rows")
+        for key in ("path", "format", "split", "subset", "columns", "roles", "max_rows", "extra_columns")
     },
+    "data.empty_content": "read by unifier's data normalization before planning (unifier/data)",
     "quantization.prequantized:peft,swift": "unsloth only: its pre-quantized dynamic 4-bit twins",
 }
 # base recipes that make a field matter (a DPO beta changes nothing in an SFT job)

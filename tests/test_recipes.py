@@ -37,11 +37,37 @@ def test_recipe_plans_on_every_backend_that_supports_it(recipe):
     supported = [b.name for b in all_backends() if not b.check(spec, here=False)]
     assert supported, f"{recipe}: no backend can ever run it"
     for backend in supported:
-        rendered = plan(spec, backend).render()
-        assert rendered.strip(), (recipe, backend)
+        the_plan = plan(spec, backend)
+        assert the_plan.render().strip(), (recipe, backend)
+        assert_carries_the_recipe(spec, the_plan)
     for backend in {"peft", "swift", "unsloth"} - set(supported):
         refused = unify("plan", str(RECIPES / recipe), "--backend", backend)
         assert refused.returncode == 2 and f"backend '{backend}' cannot run this spec" in refused.stderr
+
+
+def assert_carries_the_recipe(spec, the_plan) -> None:
+    """The values that make each recipe what it is reach the native program (not just "a plan exists")."""
+    from .test_translation import config_value, flag_values
+
+    t, a, m = spec.training, spec.adapter, spec.model
+    if the_plan.backend == "swift":
+        argv = the_plan.program.argv
+        assert flag_values(argv, "--learning_rate") == [str(t.learning_rate)]
+        assert flag_values(argv, "--max_length") == [str(m.max_seq_length)]
+        assert flag_values(argv, "--gradient_accumulation_steps") == [str(t.gradient_accumulation_steps)]
+        assert flag_values(argv, "--torch_dtype") == [m.dtype]
+        if a.type != "full":
+            assert flag_values(argv, "--lora_rank") == [str(a.r)] and flag_values(argv, "--lora_alpha") == [
+                str(a.alpha)
+            ]
+        return
+    config = the_plan.program.config
+    assert config_value(config, "trainer_args.learning_rate") == t.learning_rate
+    assert config_value(config, "trainer_args.gradient_accumulation_steps") == t.gradient_accumulation_steps
+    assert config_value(config, "trainer_args.max_length") == m.max_seq_length
+    assert config["dtype"] == m.dtype
+    if a.type != "full":
+        assert config["lora"]["r"] == a.r and config["lora"]["lora_alpha"] == a.alpha
 
 
 def test_eight_gpu_zero2_recipe_is_a_torchrun_swift_command():
@@ -89,7 +115,7 @@ def test_function_calling_recipe_renders_tools_the_same_way_everywhere():
     argv = plan_json("qwen3-8b-lora-function-calling-1gpu.yaml", "swift")["argv"]
     assert (
         argv[argv.index("--template") + 1] == "chatml"
-        and argv[argv.index("--agent_template") + 1] == "hermes"
+        and argv[argv.index("--agent_template") + 1] == "unifier_hermes"
     )
     peft = plan_json("qwen3-8b-lora-function-calling-1gpu.yaml", "peft")
     assert (

@@ -11,10 +11,9 @@ from pathlib import Path
 
 import pytest
 
-from .conftest import read_jsonl, run_folder_of, train, unify
+from .conftest import REFERENCE_STEPS, read_jsonl, run_folder_of, train, unify
 
 pytestmark = pytest.mark.slow
-STEPS = 30
 
 
 def losses(folder: Path) -> dict[int, float]:
@@ -75,36 +74,33 @@ def wait_unlocked(folder: Path, timeout: float = 120) -> None:
                 time.sleep(0.2)
 
 
-@pytest.mark.parametrize(
-    "backend, changes",
-    [
-        ("peft", {}),
-        ("swift", {}),
-        ("unsloth", {}),
-        (
-            "swift",
-            {"compute.nproc_per_node": 2, "training.per_device_batch_size": 2, "compute.master_port": 29761},
-        ),
-    ],
-    ids=["peft", "swift", "unsloth", "swift-2-processes"],
-)
-def test_sigkill_then_resume_equals_the_uninterrupted_run(tiny_recipe, backend, changes):
-    settings = {"training.max_steps": STEPS, "training.save_steps": 4, **changes}
-    reference = train(tiny_recipe({**settings, "name": "reference"}, name="reference.yaml"), backend)
-    recipe = tiny_recipe({**settings, "name": "killed"}, name="killed.yaml")
-    folder = kill_after_checkpoint(recipe, backend, 8)
-    record = json.loads((folder / "run.json").read_text())
-    assert record["status"] == "running" and not (folder / "adapter").exists()  # died mid-run
-
-    resumed = unify("resume", str(folder))
-    assert resumed.returncode == 0, resumed.stderr[-3000:]
+def assert_resumed_like(folder: Path, reference: Path, steps: int) -> None:
+    """A killed-and-resumed run: completed, each step logged once, the uninterrupted run's losses and adapter."""
     record = json.loads((folder / "run.json").read_text())
     assert record["status"] == "completed" and record["resumes"][0]["from_step"] >= 8
     logged = [m["step"] for m in read_jsonl(folder / "metrics.jsonl") if m.get("loss") is not None]
-    assert logged == list(range(1, STEPS + 1))  # each step once
+    assert logged == list(range(1, steps + 1))  # each step once
     assert losses(folder) == losses(reference)  # bit-exact on CPU fp32, every step
     assert adapter_difference(folder, reference) == 0.0
     assert len(list((folder / "checkpoints").glob("checkpoint-*"))) <= 2  # save_total_limit
+
+
+def kill_and_resume(recipe: Path, backend: str) -> Path:
+    folder = kill_after_checkpoint(recipe, backend, 8)
+    record = json.loads((folder / "run.json").read_text())
+    assert record["status"] == "running" and not (folder / "adapter").exists()  # died mid-run
+    resumed = unify("resume", str(folder))
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    return folder
+
+
+@pytest.mark.parametrize("backend", ["peft", "swift", "unsloth"])
+def test_sigkill_then_resume_equals_the_uninterrupted_run(tiny_recipe, reference_runs, backend):
+    """The reference is the session's uninterrupted run of the same recipe (tests/conftest.py); this one saves
+    a checkpoint every 4 steps, is SIGKILLed after checkpoint-8 and resumed."""
+    recipe = tiny_recipe({"training.max_steps": REFERENCE_STEPS, "training.save_steps": 4, "name": "killed"})
+    folder = kill_and_resume(recipe, backend)
+    assert_resumed_like(folder, reference_runs[3][backend], REFERENCE_STEPS)
 
 
 def test_sigterm_stops_at_a_step_with_a_checkpoint_and_resume_finishes(tiny_recipe):

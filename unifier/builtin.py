@@ -69,3 +69,12 @@ def data_file(ref: str) -> Path:
 
 def chatml_template_file() -> Path:
     return ASSETS / "chatml.jinja"
+
+
+def chat_template_path(choice: str) -> str | None:
+    """model.chat_template as a file: unifier's ChatML, None for the tokenizer's own, or the recipe's .jinja."""
+    if choice == "chatml":
+        return str(chatml_template_file())
+    if choice == "tokenizer":
+        return None
+    return choice  # a .jinja path, made absolute when the recipe was loaded

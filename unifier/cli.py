@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import json
+import logging
 import sys
 from pathlib import Path
 
@@ -27,6 +28,20 @@ app = typer.Typer(
 )
 out = Console(width=None if sys.stdout.isatty() else 160)
 err = Console(stderr=True)
+
+
+class _WarningPrinter(logging.Handler):
+    """unifier's warnings (logging, for library users) as terminal lines."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        err.print(
+            f"[yellow]warning:[/] {escape(redact_text(record.getMessage()))}", highlight=False, soft_wrap=True
+        )
+
+
+_logger = logging.getLogger("unifier")
+_logger.addHandler(_WarningPrinter(level=logging.WARNING))
+_logger.propagate = False
 
 RecipeArg = typer.Argument(..., help="Recipe YAML file.", show_default=False)
 BackendOpt = typer.Option(
@@ -134,11 +149,22 @@ def _print_outcome(outcome) -> None:
 
 @app.command()
 @user_errors
-def validate(recipe: Path = RecipeArg, backend: str | None = BackendOpt, set_: list[str] | None = SetOpt):
-    """Check the recipe and its local data files (no torch import, nothing written).
+def validate(
+    recipe: Path = RecipeArg,
+    backend: str | None = BackendOpt,
+    set_: list[str] | None = SetOpt,
+    tokens: bool = typer.Option(
+        True,
+        "--tokens/--no-tokens",
+        help="Token statistics with the recipe's tokenizer when it is on this "
+        "machine (reads tokenizer.json; --no-tokens checks schema, data and model folder only).",
+    ),
+):
+    """Check the recipe, its data, the model folder and the backend, before anything runs (nothing written).
 
     Exit 2 when the recipe is wrong, or the chosen backend can never run it. What this machine lacks for it
-    (a package, a GPU) is listed but does not fail: recipes for bigger machines validate anywhere."""
+    (a package, a GPU) is listed but does not fail: recipes for bigger machines validate anywhere. No torch
+    is imported."""
     from .core import checked_backend, choose_backend
     from .data import prepare_data
     from .errors import BackendUnavailable
@@ -162,6 +188,30 @@ def validate(recipe: Path = RecipeArg, backend: str | None = BackendOpt, set_: l
     out.print(f"  backend: {label}")
     for problem in missing_here:
         out.print(f"  [yellow]not runnable on this machine[/]: {problem}", highlight=False)
+    if tokens and data.train:
+        from .data.tokens import check_trainable
+        from .model_info import read_model_info
+
+        stats, note = check_trainable(
+            spec, data, read_model_info(spec.model.name_or_path, spec.model.revision)
+        )
+        if stats is None:
+            out.print(f"  tokens: not counted ({note})", highlight=False)
+        else:
+            q = stats.quantiles
+            out.print(
+                f"  tokens per row: min {q['min']}, median {q['median']}, p95 {q['p95']}, max {q['max']}; "
+                f"{stats.truncated_rows} rows longer than max_seq_length {stats.max_seq_length}",
+                highlight=False,
+            )
+            out.print(
+                f"  trained tokens: {stats.trained_tokens} per pass; {stats.steps_per_epoch} steps per pass "
+                f"at batch {stats.batch_size}; padding {stats.padding_fraction:.0%} unpacked, "
+                f"{stats.packed_padding_fraction:.0%} packed",
+                highlight=False,
+            )
+    for warning in data.warnings:
+        out.print(f"  [yellow]warning[/]: {escape(warning)}", highlight=False)
 
 
 @app.command()
@@ -266,6 +316,12 @@ def compare(
     final_weight_atol: float = typer.Option(
         1e-4, "--final-weight-atol", help="Largest final-weight difference that counts as equal."
     ),
+    final_update_rtol: float = typer.Option(
+        1e-2,
+        "--final-update-rtol",
+        help="Final weights past --final-weight-atol still count as equal when they are this close "
+        "relative to the training update (AdamW moves near-zero-gradient elements by ~lr on rounding).",
+    ),
     set_: list[str] | None = SetOpt,
 ):
     """Run one recipe on several backends (each in its own process) and compare them step by step. Exit 1 on a difference."""
@@ -278,7 +334,7 @@ def compare(
         output,
         set_ or [],
         out,
-        Tolerances(loss_rtol, weight_atol, final_weight_atol),
+        Tolerances(loss_rtol, weight_atol, final_weight_atol, final_update_rtol),
     )
     raise typer.Exit(code)
 

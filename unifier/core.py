@@ -57,6 +57,7 @@ def choose_backend(spec: JobSpec, requested: str | None = None, *, here: bool = 
 def checked_backend(spec: JobSpec, requested: str | None = None, *, here: bool = True):
     """The backend that runs the spec; BackendUnavailable (exit 2) lists everything that stands in the way."""
     model_problems(spec, read_model_info(spec.model.name_or_path, spec.model.revision))
+    options_problems(spec)
     backend = choose_backend(spec, requested, here=here)
     problems = backend.check(spec, here=here)
     if problems:
@@ -66,6 +67,19 @@ def checked_backend(spec: JobSpec, requested: str | None = None, *, here: bool =
             hint="`unify backends` shows what each backend supports",
         )
     return backend
+
+
+def options_problems(spec: JobSpec) -> None:
+    """backend_options of every backend the recipe names, whichever backend runs it: a misspelt option is a
+    mistake even when `auto` picks another backend."""
+    from .backends.base import option_group_problems
+
+    problems = [p for name in spec.backend_options for p in option_group_problems(spec, get_backend(name))]
+    if problems:
+        raise UserError(
+            "; ".join(problems),
+            hint="backend_options are passed verbatim: check the names against the library's documentation",
+        )
 
 
 def model_problems(spec: JobSpec, info: ModelInfo) -> None:
@@ -78,6 +92,17 @@ def model_problems(spec: JobSpec, info: ModelInfo) -> None:
             hint="set model.trust_remote_code: true only if you trust that code; unifier will not run it "
             "otherwise, on any backend",
         )
+    if spec.model.chat_template == "tokenizer" and info.is_local and info.tokenizer_config is not None:
+        has_template = (
+            info.tokenizer_config.get("chat_template")
+            or (Path(info.location) / "chat_template.jinja").is_file()
+        )
+        if not has_template:
+            raise UserError(
+                f"model.chat_template: tokenizer, but the tokenizer of {spec.model.name_or_path} has no "
+                "chat template",
+                hint="use chat_template: chatml (unifier's), or a .jinja file",
+            )
     if spec.adapter.type == "full":
         return
     targets = spec.adapter.target_modules
@@ -165,7 +190,7 @@ def write_data(folder: RunFolder, data: PreparedData, the_plan, backend) -> None
     """The canonical rows, then every view the plan says the backend reads."""
     data.write(folder)
     for view in the_plan.data_views:
-        rows = [backend.view_row(view.layout, row) for row in data.split(view.split)]
+        rows = [backend.view_row(view.layout, row) for row in data.file_rows(view.split)]
         write_jsonl(Path(view.path), rows)
 
 

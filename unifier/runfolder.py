@@ -171,6 +171,7 @@ class RunFolder:
             "probe_dir": str(self.probe),
             "ranks_dir": str(self.ranks),
             "stop_file": str(self.stop_request),
+            "data_summary": str(self.data_summary),
         }
 
     # ---- run.json ----

@@ -77,7 +77,9 @@ def run(
         return globals()["resume"](folder.root, spec=spec, quiet=quiet, recipe=recipe)
     _check_secret_variables(spec)
     data = prepare_data(spec, progress=not quiet)
-    the_plan = chosen.plan(plan_context(spec, chosen, folder, data.kind, info=model_for_run(spec)))
+    info = model_for_run(spec)
+    token_summary = _checked_tokens(spec, data, info)
+    the_plan = chosen.plan(plan_context(spec, chosen, folder, data.kind, info=info))
     job = Job(spec=spec, backend=chosen, data=data, folder=folder, plan=the_plan)
     if spec.compute.node_rank > 0:
         return _follow_node0(job)
@@ -94,7 +96,7 @@ def run(
             "recipe": recipe,
             "started": now(),
             "spec": spec.model_dump(mode="json"),
-            "data": data.summary(),
+            "data": {**data.summary(), "tokens": token_summary},
             "plan": the_plan.to_json(),
             "versions": library_versions(),
             "host": host_info(),
@@ -172,6 +174,21 @@ def resume(
         return _execute(job)
     finally:
         lock.release()
+
+
+def _checked_tokens(spec: JobSpec, data: PreparedData, info) -> dict | None:
+    """Refuse data that cannot train (UserError), report what trains badly; the statistics for run.json."""
+    import logging
+
+    from .data.tokens import check_trainable
+
+    if spec.model.name_or_path == builtin.TINY_MODEL_REF:
+        builtin.ensure_model(spec.model.name_or_path)  # its tokenizer is built with it
+        info = model_for_run(spec)
+    stats, note = check_trainable(spec, data, info, exact=True)
+    for warning in data.warnings:
+        logging.getLogger("unifier").warning(warning)
+    return stats.summary() if stats else {"not_counted": note}
 
 
 def spec_changes(before: dict, after: dict, prefix: str = "") -> list[tuple[str, Any, Any]]:

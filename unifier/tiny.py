@@ -14,7 +14,7 @@ from pathlib import Path
 
 from .builtin import ASSETS, cache_root, chatml_template_file
 
-TINY_VERSION = "1"  # bump when the recipe below changes, so cached folders are rebuilt
+TINY_VERSION = "2"  # bump when the recipe below changes, so cached folders are rebuilt
 SPECIAL_TOKENS = ["<|endoftext|>", "<|im_start|>", "<|im_end|>"]
 VOCAB_SIZE = 512
 # hidden 128 with 2 KV heads of 32 keeps every linear layer >= 64 wide (bitsandbytes' CPU 4-bit packing needs that)
@@ -111,11 +111,28 @@ def _training_texts() -> list[str]:
 
 def _build(folder: Path) -> None:
     import torch
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from tokenizers import (
+        AddedToken,
+        Regex,
+        Tokenizer,
+        decoders,
+        models,
+        normalizers,
+        pre_tokenizers,
+        trainers,
+    )
     from transformers import GenerationConfig, PreTrainedTokenizerFast, Qwen2Config, Qwen2ForCausalLM
+    from transformers.models.qwen2.tokenization_qwen2 import PRETOKENIZE_REGEX
 
+    # the pipeline transformers' Qwen2Tokenizer builds around a vocabulary (so tokenizer.json is the truth)
     bpe = Tokenizer(models.BPE())
-    bpe.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=True)
+    bpe.normalizer = normalizers.NFC()
+    bpe.pre_tokenizer = pre_tokenizers.Sequence(
+        [
+            pre_tokenizers.Split(Regex(PRETOKENIZE_REGEX), behavior="isolated", invert=False),
+            pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False),
+        ]
+    )
     bpe.decoder = decoders.ByteLevel()
     trainer = trainers.BpeTrainer(
         vocab_size=VOCAB_SIZE,
@@ -124,6 +141,11 @@ def _build(folder: Path) -> None:
         initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
     )
     bpe.train_from_iterator(_training_texts(), trainer=trainer)
+    # the corpus may run out of merges before VOCAB_SIZE: reserved tokens fill the rest, so the embedding
+    # shape is known before the model is built (planned_weight_shapes)
+    spare = VOCAB_SIZE - bpe.get_vocab_size()
+    if spare > 0:
+        bpe.add_special_tokens([AddedToken(f"<|reserved_{index}|>", special=True) for index in range(spare)])
     tokenizer = PreTrainedTokenizerFast(
         tokenizer_object=bpe,
         eos_token="<|im_end|>",

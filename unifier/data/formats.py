@@ -3,7 +3,12 @@
 Canonical rows (what every backend trains on):
 - chat:       {"messages": [{"role", "content", ["tool_calls"], ["name"]}...], ["tools": [...]]}
 - text:       {"text": "..."}
-- preference: {"prompt": [messages], "chosen": [messages], "rejected": [messages]}
+- preference: {"prompt": [messages], "chosen": [messages], "rejected": [messages], ["tools": [...]]}
+
+Formats as people write them: OpenAI messages (with tools / tool_calls), sharegpt (with LLaMA-Factory's
+and ms-swift's function_call / observation turns, tools as a JSON string), alpaca (with history), raw
+text, and preference pairs (prompt/chosen/rejected, two conversations sharing a prefix, or LLaMA-Factory's
+conversations + single chosen/rejected turns). A column a format does not use is an error, not silence.
 """
 
 from __future__ import annotations
@@ -30,6 +35,14 @@ KIND_OF_FORMAT = {
     "text": "text",
     "preference": "preference",
 }
+# the columns each format reads; any other column is refused unless the source says extra_columns: ignore
+COLUMNS = {
+    "alpaca": {"instruction", "input", "output", "system", "history"},
+    "sharegpt": {"conversations", "system", "tools"},
+    "messages": {"messages", "tools"},
+    "text": {"text"},
+    "preference": {"prompt", "chosen", "rejected", "conversations", "messages", "system", "tools"},
+}
 
 
 class RowError(ValueError):
@@ -54,7 +67,16 @@ def detect_format(row: dict) -> str:
     )
 
 
-def to_canonical(fmt: str, row: dict, roles: dict[str, str]) -> dict:
+def to_canonical(fmt: str, row: dict, roles: dict[str, str], *, extra_columns: str = "error") -> dict:
+    unused = sorted(set(row) - COLUMNS[fmt])
+    if unused and extra_columns != "ignore":
+        raise RowError(
+            f"column{'s' if len(unused) > 1 else ''} {', '.join(repr(c) for c in unused)} "
+            f"{'are' if len(unused) > 1 else 'is'} not read by the {fmt} format (it reads "
+            f"{', '.join(sorted(COLUMNS[fmt]))}); map a column to one the format reads with columns:, or set "
+            "extra_columns: ignore on this source to leave such columns out (a KTO 'label' or a score would "
+            "then be ignored: the rows train as plain SFT)"
+        )
     return CONVERTERS[fmt](row, roles)
 
 
@@ -78,52 +100,112 @@ def _alpaca(row: dict, roles: dict[str, str]) -> dict:
         raise RowError("'instruction' is empty")
     prompt = f"{instruction}\n\n{extra}" if extra.strip() else instruction
     messages = [{"role": "system", "content": system}] if system.strip() else []
+    for index, turn in enumerate(row.get("history") or []):  # LLaMA-Factory: earlier [question, answer] pairs
+        if not (isinstance(turn, (list, tuple)) and len(turn) == 2 and all(isinstance(t, str) for t in turn)):
+            raise RowError(f"history[{index}] must be a [question, answer] pair of texts")
+        messages += [{"role": "user", "content": turn[0]}, {"role": "assistant", "content": turn[1]}]
     messages += [{"role": "user", "content": prompt}, {"role": "assistant", "content": output}]
     return {"messages": messages}
 
 
-def _sharegpt(row: dict, roles: dict[str, str]) -> dict:
-    turns = row.get("conversations")
+def _sharegpt_turns(turns: Any, roles: dict[str, str], key: str = "conversations") -> list[dict]:
+    """sharegpt turns as messages; function_call turns become assistant tool_calls, observation turns tool
+    results (named after the call they answer), as ms-swift and LLaMA-Factory read them."""
     if not isinstance(turns, list) or not turns:
-        raise RowError("'conversations' must be a non-empty list of turns")
+        raise RowError(f"'{key}' must be a non-empty list of turns")
     role_map = {**SHAREGPT_ROLES, **roles}
-    messages = []
-    if isinstance(row.get("system"), str) and row["system"].strip():
-        messages.append({"role": "system", "content": row["system"]})
+    messages: list[dict] = []
     for index, turn in enumerate(turns):
         if not isinstance(turn, dict):
-            raise RowError(f"conversations[{index}] must be an object with 'from' and 'value'")
+            raise RowError(f"{key}[{index}] must be an object with 'from' and 'value'")
         speaker = turn.get("from", turn.get("role"))
         text = turn.get("value", turn.get("content"))
         if speaker not in role_map:
             raise RowError(
-                f"conversations[{index}].from is '{speaker}', which is not a known role "
+                f"{key}[{index}].from is '{speaker}', which is not a known role "
                 f"({', '.join(sorted(role_map))}); map it with data.train[*].roles"
             )
         if not isinstance(text, str):
-            raise RowError(f"conversations[{index}].value must be text")
-        messages.append({"role": role_map[speaker], "content": text})
+            raise RowError(f"{key}[{index}].value must be text")
+        if speaker == "function_call" and role_map[speaker] == "assistant":
+            calls = _function_call_value(text, f"{key}[{index}] (function_call)")
+            if messages and messages[-1]["role"] == "assistant" and "tool_calls" not in messages[-1]:
+                messages[-1]["tool_calls"] = calls  # "Let me check." then the call: one assistant turn
+            else:
+                messages.append({"role": "assistant", "content": "", "tool_calls": calls})
+            continue
+        message = {"role": role_map[speaker], "content": text}
+        if message["role"] == "tool":
+            name = _answered_call(messages)
+            if name:
+                message["name"] = name
+        messages.append(message)
+    return messages
+
+
+def _function_call_value(text: str, where: str) -> list[dict]:
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError:
+        raise RowError(f'{where}: expected a JSON call {{"name": ..., "arguments": {{...}}}}') from None
+    calls = value if isinstance(value, list) else [value]
+    out = []
+    for number, call in enumerate(calls):
+        if not isinstance(call, dict) or not isinstance(call.get("name"), str):
+            raise RowError(f'{where}: call {number} must be {{"name": ..., "arguments": {{...}}}}')
+        out.append(
+            _tool_call(
+                {"function": {"name": call["name"], "arguments": call.get("arguments", {})}},
+                f"{where}: call {number}",
+            )
+        )
+    return out
+
+
+def _answered_call(messages: list[dict]) -> str | None:
+    """The name of the call a tool result answers: the last assistant turn's calls, in order."""
+    results = 0
+    for message in reversed(messages):
+        if message["role"] == "tool":
+            results += 1
+        elif message["role"] == "assistant":
+            calls = message.get("tool_calls") or []
+            return calls[results]["function"]["name"] if results < len(calls) else None
+    return None
+
+
+def _sharegpt(row: dict, roles: dict[str, str]) -> dict:
+    messages = _system_of(row) + _sharegpt_turns(row.get("conversations"), roles)
     return _checked_chat({"messages": messages, **_tools_of(row)})
 
 
+def _system_of(row: dict) -> list[dict]:
+    if isinstance(row.get("system"), str) and row["system"].strip():
+        return [{"role": "system", "content": row["system"]}]
+    return []
+
+
 def _messages(row: dict, roles: dict[str, str]) -> dict:
-    messages = row.get("messages")
+    return _checked_chat({"messages": _message_list(row.get("messages"), roles), **_tools_of(row)})
+
+
+def _message_list(messages: Any, roles: dict[str, str], key: str = "messages") -> list[dict]:
     if isinstance(messages, str):
         try:
             messages = json.loads(messages)
         except json.JSONDecodeError:
-            raise RowError("'messages' is a string that is not JSON") from None
+            raise RowError(f"'{key}' is a string that is not JSON") from None
     if not isinstance(messages, list) or not messages:
-        raise RowError("'messages' must be a non-empty list")
+        raise RowError(f"'{key}' must be a non-empty list")
     clean = []
     for index, message in enumerate(messages):
         if not isinstance(message, dict):
-            raise RowError(f"messages[{index}] must be an object with 'role' and 'content'")
+            raise RowError(f"{key}[{index}] must be an object with 'role' and 'content'")
         role = roles.get(message.get("role"), message.get("role"))
         out: dict[str, Any] = {"role": role, "content": message.get("content")}
         if message.get("tool_calls"):
             out["tool_calls"] = [
-                _tool_call(call, f"messages[{index}].tool_calls[{n}]")
+                _tool_call(call, f"{key}[{index}].tool_calls[{n}]")
                 for n, call in enumerate(message["tool_calls"])
             ]
         if role == "tool" and message.get("name"):
@@ -131,7 +213,7 @@ def _messages(row: dict, roles: dict[str, str]) -> dict:
         if out["content"] is None and "tool_calls" in out:
             out["content"] = ""
         clean.append(out)
-    return _checked_chat({"messages": clean, **_tools_of(row)})
+    return clean
 
 
 def _tool_call(call: Any, where: str) -> dict:
@@ -146,6 +228,8 @@ def _tool_call(call: Any, where: str) -> dict:
             arguments = json.loads(arguments) if arguments.strip() else {}
         except json.JSONDecodeError:
             raise RowError(f"{where}.function.arguments is not valid JSON") from None
+    if not isinstance(arguments, dict):
+        raise RowError(f"{where}.function.arguments must be a JSON object")
     return {"type": "function", "function": {"name": function["name"], "arguments": arguments}}
 
 
@@ -160,7 +244,13 @@ def _tools_of(row: dict) -> dict:
             raise RowError("'tools' is a string that is not JSON") from None
     if not isinstance(tools, list) or not all(isinstance(t, dict) for t in tools):
         raise RowError("'tools' must be a list of tool (function) descriptions")
-    return {"tools": tools}
+    # a bare function schema ({name, description, parameters}, as glaive/LLaMA-Factory write them) is wrapped
+    # the OpenAI way, so every template and backend sees one shape
+    wrapped = [t if "function" in t else {"type": "function", "function": t} for t in tools]
+    for index, tool in enumerate(wrapped):
+        if not isinstance(tool["function"], dict) or not isinstance(tool["function"].get("name"), str):
+            raise RowError(f"tools[{index}] has no function name")
+    return {"tools": wrapped}
 
 
 def _checked_chat(row: dict) -> dict:
@@ -176,6 +266,11 @@ def _checked_chat(row: dict) -> dict:
             raise RowError(f"messages[{index}]: a system message may only come first")
     if not any(m["role"] == "assistant" for m in messages):
         raise RowError("no assistant message: there is nothing to train on")
+    if messages[-1]["role"] in ("user", "tool"):
+        raise RowError(
+            f"the conversation ends with a {messages[-1]['role']} turn, which no answer follows: nothing is learned "
+            "from it; drop that last turn, or add the assistant's answer"
+        )
     return row
 
 
@@ -190,14 +285,23 @@ def _preference(row: dict, roles: dict[str, str]) -> dict:
     def as_messages(value: Any, key: str, default_role: str) -> list[dict]:
         if isinstance(value, str):
             return [{"role": default_role, "content": value}]
+        if isinstance(value, dict) and (
+            "from" in value or "value" in value
+        ):  # LLaMA-Factory: one sharegpt turn
+            return _sharegpt_turns([value], roles, key)
         if isinstance(value, list) and value and all(isinstance(m, dict) for m in value):
-            return [{"role": m.get("role"), "content": m.get("content")} for m in value]
+            if any("from" in m for m in value):
+                return _sharegpt_turns(value, roles, key)
+            return _message_list(value, roles, key)
         raise RowError(f"'{key}' must be text or a non-empty list of messages")
 
     chosen = as_messages(row.get("chosen"), "chosen", "assistant")
     rejected = as_messages(row.get("rejected"), "rejected", "assistant")
-    if "prompt" in row:
-        prompt = as_messages(row["prompt"], "prompt", "user")
+    shared_prompt = row.get("prompt", row.get("conversations", row.get("messages")))
+    if shared_prompt is not None:
+        prompt = _system_of(row) + as_messages(
+            shared_prompt, "prompt" if "prompt" in row else "conversations", "user"
+        )
     else:  # full conversations: the shared prefix is the prompt
         shared = 0
         while shared < min(len(chosen), len(rejected)) - 1 and chosen[shared] == rejected[shared]:
@@ -210,7 +314,7 @@ def _preference(row: dict, roles: dict[str, str]) -> dict:
     for key, messages in (("chosen", chosen), ("rejected", rejected)):
         if messages[-1]["role"] != "assistant" or not isinstance(messages[-1]["content"], str):
             raise RowError(f"'{key}' must end with an assistant answer")
-    return {"prompt": prompt, "chosen": chosen, "rejected": rejected}
+    return {"prompt": prompt, "chosen": chosen, "rejected": rejected, **_tools_of(row)}
 
 
 CONVERTERS: dict[str, Callable[[dict, dict[str, str]], dict]] = {

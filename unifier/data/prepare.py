@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import contextlib
 import json
+import math
 import random
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 
 from ..errors import UserError
@@ -15,6 +17,11 @@ from .readers import is_local, read_rows
 KIND_FOR_METHOD = {"sft": ("chat", "text"), "dpo": ("preference",)}
 
 
+MAX_EPOCHS_IN_FILE = 100  # beyond this the trainer repeats the file (in the same order every time)
+LARGE_ROW_BYTES = 4 * 2**20
+MAX_WARNINGS = 50
+
+
 @dataclass
 class PreparedData:
     kind: str  # chat | text | preference
@@ -22,9 +29,18 @@ class PreparedData:
     eval: list[dict]
     formats: list[str] = field(default_factory=list)
     skipped_sources: list[str] = field(default_factory=list)  # hub sources not read (validate only)
+    train_locations: list[str] = field(default_factory=list)  # file:row of each train row (same order)
+    eval_locations: list[str] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+    epochs_in_file: int = 1  # data/train.jsonl holds this many passes, each in its own order
+    seed: int = 42
+    shuffle: bool = True
 
     def split(self, name: str) -> list[dict]:
         return self.train if name == "train" else self.eval
+
+    def locations(self, name: str) -> list[str]:
+        return self.train_locations if name == "train" else self.eval_locations
 
     def summary(self) -> dict:
         return {
@@ -32,7 +48,9 @@ class PreparedData:
             "formats": self.formats,
             "train_rows": len(self.train),
             "eval_rows": len(self.eval),
+            "epochs_in_file": self.epochs_in_file,
             "fingerprint": self.fingerprint(),
+            "warnings": self.warnings[:MAX_WARNINGS],
         }
 
     def fingerprint(self) -> str:
@@ -46,14 +64,45 @@ class PreparedData:
                 digest.update(json.dumps(row, sort_keys=True, ensure_ascii=False).encode())
         return digest.hexdigest()
 
+    def epoch_order(self, epoch: int) -> list[dict]:
+        """The training rows of one pass: pass 0 is the order shuffled with data.seed; every later pass is
+        reshuffled with (data.seed, pass), so no two passes repeat an order; data.shuffle: false keeps the
+        file order in every pass."""
+        if epoch == 0 or not self.shuffle:
+            return self.train
+        rows = list(self.train)
+        random.Random(f"{self.seed}:epoch:{epoch}").shuffle(rows)
+        return rows
+
+    def file_rows(self, split: str) -> Iterator[dict]:
+        """The rows of data/<split>.jsonl in file order: every pass of the training rows, one after the other;
+        the eval rows once. Backend views of the data (backends' data_views) are written from the same rows."""
+        if split != "train":
+            yield from self.eval
+            return
+        for epoch in range(self.epochs_in_file):
+            yield from self.epoch_order(epoch)
+
     def write(self, folder) -> None:
-        """data/train.jsonl (and eval.jsonl) and data/summary.json in a RunFolder."""
+        """data/train.jsonl, eval.jsonl and summary.json in a RunFolder. Every backend reads the files in
+        order, so the passes are the same on each."""
         folder.data.mkdir(parents=True, exist_ok=True)
         for split in ("train", "eval") if self.eval else ("train",):
             with folder.data_file(split).open("w", encoding="utf-8") as handle:
-                for row in self.split(split):
+                for row in self.file_rows(split):
                     handle.write(json.dumps(row, ensure_ascii=False) + "\n")
         folder.data_summary.write_text(json.dumps(self.summary(), indent=2) + "\n")
+
+
+def epochs_in_file(spec: JobSpec, rows: int) -> int:
+    """How many passes data/train.jsonl must hold: ceil(epochs), or enough rows for max_steps."""
+    t = spec.training
+    if t.max_steps:
+        per_step = t.per_device_batch_size * t.gradient_accumulation_steps * spec.compute.world_size
+        needed = math.ceil(t.max_steps * per_step / max(rows, 1))
+    else:
+        needed = math.ceil(t.epochs)
+    return max(1, min(needed, MAX_EPOCHS_IN_FILE))
 
 
 def prepare_data(spec: JobSpec, *, read_hub: bool = True, progress: bool = False) -> PreparedData:
@@ -61,7 +110,7 @@ def prepare_data(spec: JobSpec, *, read_hub: bool = True, progress: bool = False
 
     progress=True shows a progress bar per source on the terminal (rich, on stderr)."""
     data = spec.data
-    train, eval_rows, formats, skipped = [], [], [], []
+    train, eval_rows, formats, skipped, warnings = [], [], [], [], []
     kinds: set[str] = set()
     with _progress_bars(progress) as bars:
         for split, sources in (("train", data.train), ("eval", data.eval)):
@@ -69,7 +118,9 @@ def prepare_data(spec: JobSpec, *, read_hub: bool = True, progress: bool = False
                 if not read_hub and not is_local(source):
                     skipped.append(source.path)
                     continue
-                rows, fmt = _normalize_source(source, bars(f"{split}: {source.path}"))
+                rows, fmt = _normalize_source(
+                    source, bars(f"{split}: {source.path}"), warnings, empty_content=data.empty_content
+                )
                 kinds.add(KIND_OF_FORMAT[fmt])
                 if split == "train":
                     formats.append(fmt)
@@ -86,7 +137,19 @@ def prepare_data(spec: JobSpec, *, read_hub: bool = True, progress: bool = False
         train, eval_rows = train[:-held_out], train[-held_out:]
     if not train and not skipped:
         raise UserError("data.train: the sources hold no rows")
-    return PreparedData(kind=kind, train=train, eval=eval_rows, formats=formats, skipped_sources=skipped)
+    return PreparedData(
+        kind=kind,
+        train=[r for r, _ in train],
+        eval=[r for r, _ in eval_rows],
+        formats=formats,
+        skipped_sources=skipped,
+        train_locations=[w for _, w in train],
+        eval_locations=[w for _, w in eval_rows],
+        warnings=warnings,
+        epochs_in_file=epochs_in_file(spec, len(train)),
+        seed=data.seed,
+        shuffle=data.shuffle,
+    )
 
 
 def planned_data_kind(spec: JobSpec) -> str:
@@ -132,7 +195,9 @@ def _progress_bars(enabled: bool):
         yield factory
 
 
-def _normalize_source(source: DataSource, progress=None) -> tuple[list[dict], str]:
+def _normalize_source(
+    source: DataSource, progress, warnings: list[str], *, empty_content: str
+) -> tuple[list[tuple[dict, str]], str]:
     fmt = None if source.format == "auto" else source.format
     rows = []
     for location, raw in read_rows(source):
@@ -140,7 +205,7 @@ def _normalize_source(source: DataSource, progress=None) -> tuple[list[dict], st
             row = _rename_columns(raw, source.columns)
             if fmt is None:
                 fmt = detect_format(row)
-            rows.append(to_canonical(fmt, row, source.roles))
+            canonical = to_canonical(fmt, row, source.roles, extra_columns=source.extra_columns)
         except RowError as exc:
             hint = (
                 None
@@ -148,11 +213,32 @@ def _normalize_source(source: DataSource, progress=None) -> tuple[list[dict], st
                 else f"the format was detected as '{fmt}'; set data.train[*].format to override"
             )
             raise UserError(f"{location}: {exc}", hint=hint if fmt else None) from None
+        for problem in _suspicious(canonical):
+            if empty_content == "error" and "empty" in problem:
+                raise UserError(f"{location}: {problem}", hint="fix the row, or set data.empty_content: warn")
+            if len(warnings) < MAX_WARNINGS:
+                warnings.append(f"{location}: {problem}")
+        rows.append((canonical, location))
         if progress is not None:
             progress()
     if not rows:
         raise UserError(f"{source.path}: no rows")
     return rows, fmt
+
+
+def _suspicious(row: dict) -> list[str]:
+    """What trains but is probably not meant: empty turns, rows of several megabytes."""
+    problems = []
+    for key in ("messages", "prompt", "chosen", "rejected"):
+        for index, message in enumerate(row.get(key) or []):
+            if not message.get("content", "").strip() and not message.get("tool_calls"):
+                problems.append(f"{key}[{index}] ({message.get('role')}) is empty")
+    size = len(json.dumps(row, ensure_ascii=False))
+    if size > LARGE_ROW_BYTES:
+        problems.append(
+            f"the row is {size / 2**20:.1f} MB of text; it is truncated to model.max_seq_length tokens"
+        )
+    return problems
 
 
 def _rename_columns(row: dict, columns: dict[str, str]) -> dict:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import io
 import json
 from collections.abc import Iterator
 from pathlib import Path
@@ -39,6 +40,17 @@ def read_rows(source: DataSource) -> Iterator[tuple[str, dict]]:
 
 def _read_local(source: DataSource) -> Iterator[tuple[str, dict]]:
     path = source_file(source)
+    if path.is_symlink() and not path.exists():
+        raise UserError(
+            f"{path}: a symbolic link that leads nowhere (broken, or a loop) (data source '{source.path}')",
+            hint="point data.train[*].path at the file itself",
+        )
+    if path.is_dir():
+        raise UserError(
+            f"{path}: is a folder, not a data file (data source '{source.path}')",
+            hint="give a file; a `datasets` folder (save_to_disk or data files) must not end in "
+            f"{'/'.join(LOCAL_SUFFIXES)}",
+        )
     if not path.is_file():
         raise UserError(
             f"{path}: data file not found (data source '{source.path}')",
@@ -50,43 +62,55 @@ def _read_local(source: DataSource) -> Iterator[tuple[str, dict]]:
     elif suffix == ".json":
         yield from _read_json(path)
     elif suffix == ".csv":
-        with path.open(newline="", encoding="utf-8") as handle:
-            for number, row in enumerate(csv.DictReader(handle), start=2):  # line 1 is the header
-                yield f"{path}:{number}", dict(row)
+        yield from _read_csv(path)
     elif suffix == ".parquet":
-        import pyarrow.parquet as pq
-
-        for number, row in enumerate(pq.read_table(path).to_pylist(), start=1):
-            yield f"{path}:{number}", row
+        yield from _read_parquet(path)
     else:
         raise UserError(
             f"{path}: unsupported file type '{suffix}'", hint=f"use one of {', '.join(LOCAL_SUFFIXES)}"
         )
 
 
+def _decoded(path: Path, data: bytes, *, first_line: int = 1) -> str:
+    try:
+        return data.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        line = first_line + data[: exc.start].count(b"\n")
+        raise UserError(
+            f"{path}:{line}: not UTF-8 text (byte {data[exc.start]:#04x})",
+            hint="convert the file to UTF-8 (e.g. iconv -f latin1 -t utf-8)",
+        ) from None
+
+
+def _parsed(path: Path, where: str, text: str):
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as exc:
+        line = f":{exc.lineno}" if where == str(path) else ""
+        raise UserError(
+            f"{where}{line}: not valid JSON ({exc.msg} at column {exc.colno})",
+            hint="a .jsonl file (one object per line) needs the .jsonl suffix"
+            if path.suffix == ".json"
+            else None,
+        ) from None
+    except RecursionError:
+        raise UserError(f"{where}: the JSON is nested too deeply to be a training row") from None
+
+
 def _read_jsonl(path: Path) -> Iterator[tuple[str, dict]]:
-    with path.open(encoding="utf-8") as handle:
-        for number, line in enumerate(handle, start=1):
+    with path.open("rb") as handle:
+        for number, raw in enumerate(handle, start=1):
+            line = _decoded(path, raw, first_line=number)
             if not line.strip():
                 continue
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as exc:
-                raise UserError(
-                    f"{path}:{number}: not valid JSON ({exc.msg} at column {exc.colno})"
-                ) from None
+            row = _parsed(path, f"{path}:{number}", line)
             if not isinstance(row, dict):
                 raise UserError(f"{path}:{number}: expected a JSON object per line, got {type(row).__name__}")
             yield f"{path}:{number}", row
 
 
 def _read_json(path: Path) -> Iterator[tuple[str, dict]]:
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as exc:
-        raise UserError(
-            f"{path}:{exc.lineno}: not valid JSON ({exc.msg})", hint="a .jsonl file needs the .jsonl suffix"
-        ) from None
+    data = _parsed(path, str(path), _decoded(path, path.read_bytes()))
     if isinstance(data, dict):
         data = next((v for v in data.values() if isinstance(v, list)), None) if len(data) == 1 else None
     if not isinstance(data, list):
@@ -94,6 +118,29 @@ def _read_json(path: Path) -> Iterator[tuple[str, dict]]:
     for number, row in enumerate(data, start=1):
         if not isinstance(row, dict):
             raise UserError(f"{path}:{number}: expected an object, got {type(row).__name__}")
+        yield f"{path}:{number}", row
+
+
+def _read_csv(path: Path) -> Iterator[tuple[str, dict]]:
+    text = _decoded(path, path.read_bytes())  # utf-8-sig: a byte-order mark is not part of the first column
+    try:
+        for number, row in enumerate(csv.DictReader(io.StringIO(text, newline="")), start=2):  # 1: the header
+            if None in row:
+                raise UserError(f"{path}:{number}: more fields than the header names")
+            yield f"{path}:{number}", dict(row)
+    except csv.Error as exc:
+        raise UserError(f"{path}: not a readable CSV file ({exc})") from None
+
+
+def _read_parquet(path: Path) -> Iterator[tuple[str, dict]]:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    try:
+        rows = pq.read_table(path).to_pylist()
+    except (pa.ArrowException, OSError) as exc:
+        raise UserError(f"{path}: not a readable parquet file ({exc})") from None
+    for number, row in enumerate(rows, start=1):
         yield f"{path}:{number}", row
 
 

@@ -30,6 +30,11 @@ class DataSource(Section):
         "(defaults: human->user, gpt->assistant, system->system, function_call->assistant, observation->tool).",
     )
     max_rows: int | None = Field(None, gt=0, description="Read at most this many rows.")
+    extra_columns: Literal["error", "ignore"] = Field(
+        "error",
+        description="A column the format does not read (an id, a KTO label, a score): error (the default: "
+        "nothing is dropped silently), or ignore (leave such columns out).",
+    )
 
     @field_validator("path")
     @classmethod
@@ -56,10 +61,14 @@ class DataSpec(Section):
         description="Shuffle the training rows once, with data.seed, when unifier writes the normalized file. "
         "Every backend then trains in file order with its own shuffling off.",
     )
-    seed: int = Field(42, description="Seed for the shuffle and the eval split.")
+    seed: int = Field(42, ge=0, lt=2**32, description="Seed for the shuffle and the eval split.")
     packing: bool = Field(False, description="Pack several samples into each max_seq_length sequence.")
     assistant_only_loss: bool = Field(
         True, description="Chat data: loss on assistant turns only (false: on every token)."
+    )
+    empty_content: Literal["warn", "error"] = Field(
+        "warn",
+        description="A turn with empty content (and no tool calls): warn (file:row, then train), or error.",
     )
 
     @model_validator(mode="after")

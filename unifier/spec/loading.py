@@ -19,16 +19,13 @@ DATA_FILE_SUFFIXES = (".json", ".jsonl", ".csv", ".parquet")
 def load_spec(path: str | Path, overrides: list[str] | None = None) -> JobSpec:
     """Read a recipe file, apply overrides, validate. Relative paths resolve against the recipe's folder."""
     path = Path(path)
+    if path.is_dir():
+        raise UserError(f"{path}: is a folder, not a recipe file", hint="give the recipe's .yaml file")
     if not path.is_file():
         raise UserError(
             f"{path}: recipe file not found", hint="check the path, or write one with `unify init`"
         )
-    try:
-        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f"{path}:{mark.line + 1}" if mark else str(path)
-        raise UserError(f"{where}: not valid YAML: {getattr(exc, 'problem', exc)}") from None
+    raw = read_yaml(path)
     if raw is None:
         raw = {}
     if not isinstance(raw, dict):
@@ -37,6 +34,65 @@ def load_spec(path: str | Path, overrides: list[str] | None = None) -> JobSpec:
         )
     raw = apply_overrides(raw, overrides or [])
     return spec_from_dict(raw, source=str(path), base_dir=path.parent)
+
+
+MAX_ALIASES = 50  # a recipe needs few (if any); a few hundred bytes of nested aliases expand to gigabytes
+
+
+class RecipeLoader(yaml.SafeLoader):
+    """SafeLoader that refuses duplicate keys (the last one would silently win) and alias bombs."""
+
+    def compose_node(self, parent, index):
+        if self.check_event(yaml.AliasEvent):
+            self.alias_count = getattr(self, "alias_count", 0) + 1
+            if self.alias_count > MAX_ALIASES:
+                event = self.peek_event()
+                raise yaml.YAMLError(_Refusal(f"more than {MAX_ALIASES} aliases (*name)", event.start_mark))
+        return super().compose_node(parent, index)
+
+    def construct_mapping(self, node, deep=False):
+        seen: dict = {}
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=True)
+            try:
+                hash(key)
+            except TypeError:
+                continue  # SafeLoader reports unhashable keys itself
+            if key in seen:
+                raise yaml.YAMLError(
+                    _Refusal(f"duplicate key '{key}' (first at line {seen[key] + 1})", key_node.start_mark)
+                )
+            seen[key] = key_node.start_mark.line
+        return super().construct_mapping(node, deep=deep)
+
+
+class _Refusal:
+    def __init__(self, problem: str, mark):
+        self.problem, self.problem_mark = problem, mark
+
+
+def read_yaml(path: Path) -> Any:
+    """The recipe's YAML as Python values; every problem is a UserError naming file:line."""
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        raise UserError(f"{path}: cannot read it ({exc.strerror})") from None
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = data[: exc.start].count(b"\n") + 1
+        raise UserError(
+            f"{path}:{line}: not UTF-8 text (byte {data[exc.start]:#04x})", hint="save the recipe as UTF-8"
+        ) from None
+    try:
+        return yaml.load(text, Loader=RecipeLoader)
+    except yaml.YAMLError as exc:
+        refusal = exc.args[0] if exc.args and isinstance(exc.args[0], _Refusal) else exc
+        mark = getattr(refusal, "problem_mark", None)
+        where = f"{path}:{mark.line + 1}" if mark else str(path)
+        raise UserError(f"{where}: not valid YAML: {getattr(refusal, 'problem', refusal)}") from None
+    except RecursionError:
+        raise UserError(f"{path}: not valid YAML: nested too deeply") from None
 
 
 def spec_from_dict(
@@ -112,8 +168,14 @@ def _resolve_relative_paths(spec: JobSpec, base: Path) -> None:
         if candidate.exists() or name.startswith(("./", "../")):
             spec.model.name_or_path = str(candidate.resolve())
     template = spec.model.chat_template
-    if template.endswith(".jinja") and not Path(template).is_absolute():
-        spec.model.chat_template = str((base / template).resolve())
+    if template.endswith(".jinja"):
+        if not Path(template).is_absolute():
+            spec.model.chat_template = str((base / template).resolve())
+        if not Path(spec.model.chat_template).is_file():
+            raise UserError(
+                f"model.chat_template: {spec.model.chat_template} not found",
+                hint="relative paths resolve against the recipe's folder; or use chat_template: chatml",
+            )
 
 
 def _deep_copy(value: Any) -> Any:

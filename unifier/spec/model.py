@@ -21,7 +21,9 @@ class ModelSpec(Section):
     dtype: Dtype = Field(
         "bfloat16", description="Dtype for the weights that are not quantized, and for training precision."
     )
-    max_seq_length: int = Field(2048, gt=0, description="Samples are truncated to this many tokens.")
+    max_seq_length: int = Field(
+        2048, gt=0, le=2**20, description="Samples are truncated to this many tokens (right truncation)."
+    )
     trust_remote_code: bool = Field(False, description="Allow the model repository's own Python code to run.")
     chat_template: str = Field(
         "chatml",
@@ -39,3 +41,10 @@ class ModelSpec(Section):
         if builtin.is_builtin(value) and value.removeprefix(builtin.PREFIX) not in builtin.BUILTIN_MODELS:
             raise ValueError(f"'{value}' is a built-in data set, not a model")
         return value
+
+    @field_validator("chat_template")
+    @classmethod
+    def _template_choice(cls, value: str) -> str:
+        if value in ("chatml", "tokenizer") or value.endswith(".jinja"):
+            return value
+        raise ValueError(f"expected one of chatml, tokenizer, or a path to a .jinja file (got '{value}')")

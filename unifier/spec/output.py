@@ -4,9 +4,11 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import Field
+from pydantic import Field, field_validator
 
 from .base import Section
+
+PLACEHOLDERS = ("name", "backend")
 
 
 class OutputSpec(Section):
@@ -15,7 +17,10 @@ class OutputSpec(Section):
         description="Run folder; '{name}' and '{backend}' are filled in. Relative to the current directory.",
     )
     if_exists: Literal["error", "overwrite"] = Field(
-        "error", description="What to do when the run folder already exists."
+        "error",
+        description="What to do when the run folder already exists: error, or overwrite (only a folder unifier "
+        "wrote, only what unifier wrote in it, and never a resumable run's checkpoints without "
+        "--discard-checkpoints; `unify resume` continues such a run).",
     )
     save: Literal["adapter", "merged", "both"] = Field(
         "adapter",
@@ -26,3 +31,24 @@ class OutputSpec(Section):
         description="Record what the trainer really trains on (first tokenized samples with labels, trainable "
         "parameter names and initial weights) under probe/, for `unify compare` and the parity tests.",
     )
+
+    @field_validator("dir")
+    @classmethod
+    def _placeholders(cls, value: str) -> str:
+        import string
+
+        try:
+            fields = [name for _, name, _, _ in string.Formatter().parse(value) if name is not None]
+        except ValueError:
+            raise ValueError(
+                f"'{value}' has a lone '{{' or '}}': the placeholders are {{name}} and {{backend}} "
+                "(write {{ or }} for a literal brace)"
+            ) from None
+        unknown = [name for name in fields if name not in PLACEHOLDERS]
+        if unknown:
+            raise ValueError(
+                f"unknown placeholder {{{unknown[0]}}} in '{value}'; use {{name}} or {{backend}}"
+            )
+        if not value.strip():
+            raise ValueError("must name a folder")
+        return value

@@ -19,9 +19,13 @@ class TrainingSpec(Section):
         "sft", description="sft: supervised fine-tuning; dpo: preference optimisation."
     )
     epochs: float = Field(
-        1.0, gt=0, description="Passes over the training data (ignored when max_steps is set)."
+        1.0,
+        gt=0,
+        le=1000,
+        description="Passes over the training data (ignored when max_steps is set). Every pass reads the rows in "
+        "a new order (seeded by data.seed and the pass), the same on every backend.",
     )
-    max_steps: int | None = Field(None, gt=0, description="Stop after this many optimizer steps.")
+    max_steps: int | None = Field(None, gt=0, le=10**9, description="Stop after this many optimizer steps.")
     learning_rate: float = Field(2e-4, gt=0, description="Peak learning rate.")
     lr_scheduler: Literal["linear", "cosine", "constant", "constant_with_warmup"] = Field(
         "linear", description="Learning-rate schedule."

@@ -1,0 +1,219 @@
+"""Each safety net, shown to catch what it is for (a net that never fails is not tested)."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from unifier.core import choose_backend, plan
+from unifier.spec import load_spec
+
+from .conftest import RECIPES, ROOT, unify
+
+
+def test_the_rank_digest_tells_two_models_apart_by_one_weight():
+    import torch
+    from unifier.backends.probe import trainable_digest
+
+    torch.manual_seed(0)
+    a = torch.nn.Sequential(torch.nn.Linear(4, 4), torch.nn.Linear(4, 2))
+    b = torch.nn.Sequential(torch.nn.Linear(4, 4), torch.nn.Linear(4, 2))
+    b.load_state_dict(a.state_dict())
+    assert trainable_digest(a) == trainable_digest(b)
+    with torch.no_grad():
+        b[1].weight[0, 0] += 1e-6
+    assert trainable_digest(a) != trainable_digest(b)
+    b[1].weight.requires_grad_(False)  # frozen weights are not the ranks' training state
+    a[1].weight.requires_grad_(False)
+    assert trainable_digest(a) == trainable_digest(b)
+
+
+@pytest.mark.parametrize(
+    "world, cuda, expected",
+    [(1, False, "peft"), (1, True, "unsloth"), (2, False, "swift"), (2, True, "swift")],
+)
+def test_auto_picks_by_device_and_process_count(tiny_recipe, monkeypatch, world, cuda, expected):
+    """backend: auto follows the registry's priorities: peft on CPU, unsloth on one GPU, swift for several
+    processes (CUDA faked where the machine is probed, so every check sees it)."""
+    monkeypatch.setattr("unifier.environment.cuda_visible", lambda: cuda)
+    monkeypatch.setattr("unifier.backends.base.cuda_visible", lambda: cuda)
+    spec = load_spec(tiny_recipe({"compute.device": "auto", "compute.nproc_per_node": world}))
+    assert choose_backend(spec, "auto", here=True).name == expected
+
+
+def test_tool_calls_carry_loss_exactly_where_the_template_marks_them(tiny_model_dir):
+    """ChatML with tools: loss on each assistant turn's content, its <|im_end|> and newline, and the
+    <tool_call> block; never on the system/tools header, the user turn or the tool result."""
+    from unifier.builtin import chat_template_path
+    from unifier.data.tokens import LightTokenizer
+
+    tokenizer = LightTokenizer(Path(tiny_model_dir), Path(chat_template_path("chatml")).read_text())
+    tools = [{"type": "function", "function": {"name": "weather", "parameters": {"type": "object"}}}]
+    messages = [
+        {"role": "user", "content": "Weather in Oslo?"},
+        {
+            "role": "assistant",
+            "content": "",
+            "tool_calls": [
+                {"type": "function", "function": {"name": "weather", "arguments": {"city": "Oslo"}}}
+            ],
+        },
+        {"role": "tool", "name": "weather", "content": "-3C"},
+        {"role": "assistant", "content": "It is -3C in Oslo."},
+    ]
+    ids, mask = tokenizer.chat(messages, tools)
+    decode = tokenizer.tokenizer.decode
+    trained, spans, current = [], [], []
+    for token, flag in zip(ids, mask):
+        if flag:
+            current.append(token)
+        elif current:
+            spans.append(current)
+            current = []
+    if current:
+        spans.append(current)
+    trained = [decode(span, skip_special_tokens=False) for span in spans]
+    assert trained == [
+        '<tool_call>\n{"name": "weather", "arguments": {"city": "Oslo"}}\n</tool_call><|im_end|>\n',
+        "It is -3C in Oslo.<|im_end|>\n",
+    ]
+    untrained = decode([t for t, f in zip(ids, mask) if not f], skip_special_tokens=False)
+    assert "<tools>" in untrained and "-3C" in untrained and "Weather in Oslo?" in untrained
+
+
+def test_plan_needs_none_of_the_backends_packages(tiny_recipe):
+    """Hide torch, transformers, peft, trl, datasets, ms-swift and unsloth from the process: every backend still
+    plans (a recipe for a bigger machine plans on a laptop)."""
+    hide = (
+        "torch",
+        "transformers",
+        "peft",
+        "trl",
+        "datasets",
+        "swift",
+        "unsloth",
+        "unsloth_zoo",
+        "bitsandbytes",
+    )
+    driver = f"""
+import importlib.abc, sys
+class Hidden(importlib.abc.MetaPathFinder):
+    def find_spec(self, name, path=None, target=None):
+        if name.split('.')[0] in {hide!r}:
+            raise ModuleNotFoundError(name)
+sys.meta_path.insert(0, Hidden())
+from unifier.cli import app
+try:
+    app(sys.argv[1:])
+except SystemExit as exc:
+    sys.exit(exc.code)
+"""
+    recipe = str(tiny_recipe())
+    for backend in ("peft", "swift", "unsloth"):
+        result = subprocess.run(
+            [sys.executable, "-c", driver, "plan", recipe, "--backend", backend],
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
+        assert result.returncode == 0, (backend, result.stderr[-2000:])
+        assert "--lora_rank 8" in result.stdout or "'r': 8" in result.stdout, backend
+    qwen = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            driver,
+            "plan",
+            str(RECIPES / "qwen3-8b-lora-zero2-8gpu.yaml"),
+            "--backend",
+            "swift",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert qwen.returncode == 0 and "NPROC_PER_NODE=8" in qwen.stdout, qwen.stderr[-2000:]
+
+
+def test_a_local_model_folder_gets_its_swift_model_type_from_config_json(
+    tiny_model_dir, tiny_recipe, tmp_path
+):
+    folder = tmp_path / "my-model"
+    shutil.copytree(tiny_model_dir, folder)
+    config = json.loads((folder / "config.json").read_text())
+    spec = load_spec(tiny_recipe({"model.name_or_path": str(folder)}))
+    argv = list(plan(spec, "swift").program.argv)
+    assert argv[argv.index("--model") + 1] == str(folder) and argv[argv.index("--model_type") + 1] == "qwen2"
+    config["model_type"] = "llama"
+    (folder / "config.json").write_text(json.dumps(config))
+    argv = list(
+        plan(
+            load_spec(tiny_recipe({"model.name_or_path": str(folder)}, name="llama.yaml")), "swift"
+        ).program.argv
+    )
+    assert argv[argv.index("--model_type") + 1] == "llama"
+    config["model_type"] = "frobnicator"
+    (folder / "config.json").write_text(json.dumps(config))
+    result = unify(
+        "plan", str(tiny_recipe({"model.name_or_path": str(folder)}, name="odd.yaml")), "-b", "swift"
+    )
+    assert result.returncode == 2 and "model_type 'frobnicator'" in result.stderr
+
+
+def test_refusals_the_readme_promises(tiny_recipe):
+    zero = unify("validate", str(RECIPES / "qwen3-8b-lora-zero2-8gpu.yaml"), "-b", "swift")
+    assert zero.returncode == 0 and "missing package: deepspeed" in zero.stdout
+    on_cpu = unify(
+        "validate",
+        str(tiny_recipe({"compute.nproc_per_node": 2, "compute.strategy": "zero2"})),
+        "-b",
+        "swift",
+    )
+    assert on_cpu.returncode == 2 and "(DeepSpeed) needs GPUs; on CPU use ddp or fsdp2" in on_cpu.stderr
+    dora = unify("validate", str(tiny_recipe({"adapter.use_dora": True}, name="dora.yaml")), "-b", "unsloth")
+    assert dora.returncode == 2 and "adapter.use_dora is not supported by unsloth" in dora.stderr
+
+
+def test_import_order_of_the_printed_scripts():
+    """The printed programs import nothing of unifier (the inlined library replaces the one import)."""
+    for program in ("peft_program.py", "unsloth_program.py"):
+        lines = (ROOT / "backends" / program).read_text().splitlines()
+        imports = [line for line in lines if line.startswith(("import", "from")) and "unifier" in line]
+        assert imports == ["from unifier.backends.inline_library import *  # unifier:inline"], program
+
+
+def test_final_weights_are_judged_against_the_training_update(tmp_path):
+    """A few elements moved by ~lr (AdamW's sign flip on a near-zero gradient) pass; a real difference fails."""
+    import torch
+    from safetensors.torch import save_file
+
+    from unifier.compare import FINAL_UPDATE_RTOL, update_relative_difference
+    from unifier.runfolder import RunFolder
+
+    initial = {"layer.lora_A.default.weight": torch.zeros(64, 64)}
+    reference = {"layer.lora_A.weight": torch.full((64, 64), 0.03)}
+    few_flipped = reference["layer.lora_A.weight"].clone()
+    few_flipped.view(-1)[:10] -= 0.004
+    everywhere = reference["layer.lora_A.weight"] * 0.9
+
+    def folder(name, weights, probe=None):
+        run = RunFolder(tmp_path / name)
+        run.adapter.mkdir(parents=True)
+        save_file(weights, str(run.adapter / "adapter_model.safetensors"))
+        if probe is not None:
+            run.probe.mkdir(parents=True)
+            save_file(probe, str(run.probe / "initial_trainable.safetensors"))
+        return run
+
+    ref = folder("ref", reference, probe=initial)
+    flipped = update_relative_difference(ref, folder("flipped", {"layer.lora_A.weight": few_flipped}))
+    assert 0 < flipped < FINAL_UPDATE_RTOL
+    assert update_relative_difference(
+        ref, folder("off", {"layer.lora_A.weight": everywhere})
+    ) == pytest.approx(0.1)
+    assert update_relative_difference(folder("no_probe", reference), ref) is None
