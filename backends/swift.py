@@ -211,7 +211,10 @@ class SwiftBackend(Backend):
             ("--max_steps", t.max_steps or -1),
             ("--learning_rate", t.learning_rate),
             ("--lr_scheduler_type", t.lr_scheduler),
-            ("--warmup_steps", t.warmup_steps if t.warmup_steps else t.warmup_ratio),
+            # ms-swift reads --warmup_ratio itself (and refuses it beside --warmup_steps): the flag says what it is
+            ("--warmup_steps", t.warmup_steps)
+            if t.warmup_steps or not t.warmup_ratio
+            else ("--warmup_ratio", t.warmup_ratio),
             ("--weight_decay", t.weight_decay),
             ("--optim", t.optimizer),
             ("--adam_beta1", t.adam_beta1),

@@ -275,3 +275,12 @@ def test_the_table_covers_every_field_the_backends_disagree_on():
     }
     covered = {row[0] for row in TABLE + DPO_TABLE + QUANT_TABLE}
     assert disagreeing <= covered, disagreeing - covered
+
+
+def test_eval_data_without_eval_steps_evaluates_nowhere_during_training():
+    spec = spec_with({"data.eval_split": 0.1})
+    peft = plan(spec, "peft").program.config["trainer_args"]
+    assert peft["eval_strategy"] == "no" and "eval_steps" not in peft
+    assert flag_values(plan(spec, "swift").program.argv, "--eval_strategy") == ["no"]
+    every = plan(spec_with({"data.eval_split": 0.1, "training.eval_steps": 3}), "peft").program.config
+    assert every["trainer_args"]["eval_strategy"] == "steps" and every["trainer_args"]["eval_steps"] == 3

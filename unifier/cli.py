@@ -24,6 +24,7 @@ app = typer.Typer(
     add_completion=False,
     no_args_is_help=True,
     pretty_exceptions_enable=False,
+    rich_markup_mode=None,  # click's plain help: typer's rich panels print '<bool>' after every flag
     help=f"One fine-tuning recipe, {len(BACKEND_NAMES)} backends ({', '.join(BACKEND_NAMES)}).",
 )
 out = Console(width=None if sys.stdout.isatty() else 160)
@@ -42,6 +43,24 @@ class _WarningPrinter(logging.Handler):
 _logger = logging.getLogger("unifier")
 _logger.addHandler(_WarningPrinter(level=logging.WARNING))
 _logger.propagate = False
+
+
+def _print_version(value: bool) -> None:
+    if value:
+        from . import __version__
+
+        out.print(f"unifier {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _options(
+    version: bool = typer.Option(
+        False, "--version", callback=_print_version, is_eager=True, help="Print unifier's version and exit."
+    ),
+) -> None:
+    """One fine-tuning recipe, translated for each backend."""
+
 
 RecipeArg = typer.Argument(..., help="Recipe YAML file.", show_default=False)
 BackendOpt = typer.Option(
@@ -223,16 +242,40 @@ def plan(
     as_json: bool = typer.Option(
         False, "--json", help="Print the plan's arguments as JSON instead of the script."
     ),
+    write: Path | None = typer.Option(
+        None,
+        "--write",
+        help="Also write the plan and its data to this run folder (as `unify prepare` does): "
+        "`bash DIR/run.sh` trains.",
+    ),
 ):
-    """Print the exact native script or command a backend would run (nothing is run or written)."""
+    """Print the exact native script or command a backend would run (nothing is run or written without --write)."""
     from .core import plan as make_plan
 
-    spec = _load(recipe, set_)
-    the_plan = make_plan(spec, backend)
+    if write is not None:
+        from .running import prepare as prepare_run
+
+        spec = _load(recipe, [*(set_ or []), f"output.dir={write.absolute()}"])
+        folder, the_plan = prepare_run(spec, backend, recipe=str(recipe), quiet=True)
+        err.print(f"wrote {folder.root}: `bash {folder.run_script}` trains", highlight=False, soft_wrap=True)
+    else:
+        spec = _load(recipe, set_)
+        the_plan = make_plan(spec, backend)
     if as_json:
         sys.stdout.write(json.dumps(the_plan.to_json(), indent=2, default=str) + "\n")
     else:
         sys.stdout.write(the_plan.render().rstrip("\n") + "\n")
+
+
+@app.command()
+@user_errors
+def prepare(recipe: Path = RecipeArg, backend: str | None = BackendOpt, set_: list[str] | None = SetOpt):
+    """Write the run folder without training: normalized data, the backend's views, the native program and
+    run.sh, so the command `unify plan` prints runs as is."""
+    from .running import prepare as prepare_run
+
+    folder, _ = prepare_run(_load(recipe, set_), backend, recipe=str(recipe))
+    out.print(f"prepared {folder.root}; train with `bash {folder.run_script}` (or `unify run {recipe}`)")
 
 
 @app.command()
@@ -272,13 +315,23 @@ def backends():
 def init(
     path: Path = typer.Argument(Path("recipe.yaml"), help="Where to write the starter recipe."),
     force: bool = typer.Option(False, "--force", help="Overwrite an existing file."),
+    model: str | None = typer.Option(
+        None, "--model", help="Hub name or local folder (default: builtin:tiny-qwen2, CPU-sized values)."
+    ),
+    data: str | None = typer.Option(None, "--data", help="Training data file or hub dataset."),
+    data_format: str | None = typer.Option(
+        None, "--format", help="messages | sharegpt | alpaca | text | preference (default: auto-detected)."
+    ),
+    method: str = typer.Option("sft", "--method", help="sft | dpo."),
+    qlora: bool = typer.Option(False, "--qlora", help="QLoRA: LoRA on a 4-bit NF4 base (bitsandbytes)."),
 ):
-    """Write a starter recipe (LoRA SFT on the built-in tiny model and data) to edit."""
-    from .builtin import ASSETS
+    """Write a starter recipe (LoRA SFT on the built-in tiny model and data unless options say otherwise)."""
+    from .starter import starter_recipe
 
     if path.exists() and not force:
         raise UserError(f"{path}: already exists", hint="pass --force to overwrite, or give another path")
-    path.write_text((ASSETS / "starter_recipe.yaml").read_text(encoding="utf-8"), encoding="utf-8")
+    text = starter_recipe(model=model, data=data, data_format=data_format, method=method, qlora=qlora)
+    path.write_text(text, encoding="utf-8")
     out.print(f"wrote {path}; check it with `unify validate {path}`")
 
 

@@ -11,6 +11,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -44,12 +45,25 @@ class Tolerances:
     final_update_rtol: float = FINAL_UPDATE_RTOL
 
 
+def backend_folder(output: Path, backend: str, name: str, overrides: list[str]) -> Path:
+    """Where compare trains `backend`: under --output, or where a `--set output.dir=...` says ({backend} and
+    {name} filled in; a folder per backend below it when it names no {backend})."""
+    asked = [o.split("=", 1)[1] for o in overrides if o.split("=", 1)[0].strip() == "output.dir"]
+    if not asked:
+        return (output / backend).absolute()
+    chosen = asked[-1].strip().strip("'\"")
+    folder = Path(chosen.replace("{name}", name).replace("{backend}", backend))
+    return (folder if "{backend}" in chosen else folder / backend).absolute()
+
+
 def run_backends(
-    recipe: Path, backends: list[str], output: Path, overrides: list[str], console: Console
-) -> list[Path]:
-    folders = []
-    for backend in backends:
-        folder = (output / backend).absolute()
+    recipe: Path, backends: list[str], output: Path, overrides: list[str], console: Console, name: str = "run"
+) -> tuple[list[Path], list[dict[str, Any]]]:
+    """Train the recipe on each backend in its own process; every backend is attempted. Returns the folders
+    of the runs that completed and, for each that did not, what went wrong."""
+    folders, failures = [], []
+    for index, backend in enumerate(backends, 1):
+        folder = backend_folder(output, backend, name, overrides)
         args = [
             sys.executable,
             "-m",
@@ -66,18 +80,28 @@ def run_backends(
             "--set",
             "output.probe=true",
         ]
-        console.print(f"[bold]{backend}[/]: training in its own process ...")
+        console.print(
+            f"[bold]{backend}[/] ({index}/{len(backends)}): training in its own process into {folder} ..."
+        )
+        started = time.monotonic()
         result = subprocess.run(args, capture_output=True, text=True, env={**os.environ})
-        (output / f"{backend}.log").write_text(result.stdout + result.stderr)
-        if result.returncode == 2:
-            message = result.stderr.strip().splitlines()
-            raise UserError(f"{backend}: " + " ".join(line.strip() for line in message[:6]))
-        if result.returncode != 0:
-            raise UserError(
-                f"{backend} failed (exit {result.returncode}); its output is in {output / (backend + '.log')}"
-            )
-        folders.append(folder)
-    return folders
+        log = output / f"{backend}.log"
+        log.write_text(result.stdout + result.stderr)
+        took = time.monotonic() - started
+        if result.returncode == 0:
+            console.print(f"[bold]{backend}[/]: completed in {took:.1f}s")
+            folders.append(folder)
+            continue
+        lines = [line.strip() for line in result.stderr.strip().splitlines() if line.strip()]
+        errors = [line for line in lines if line.startswith(("error:", "training failed:"))]
+        message = " ".join((errors or lines[-1:] or ["(no output)"])[:3])
+        failures.append(
+            {"backend": backend, "exit_code": result.returncode, "message": message, "log": str(log)}
+        )
+        console.print(
+            f"[bold]{backend}[/]: [red]failed[/] (exit {result.returncode}) after {took:.1f}s: {message}"
+        )
+    return folders, failures
 
 
 def compare_runs(folders: list[Path], tolerances: Tolerances = Tolerances()) -> dict[str, Any]:
@@ -340,7 +364,11 @@ def print_report(report: dict[str, Any], console: Console) -> None:
             _fmt(run["tokens_per_s"], ".0f"),
             _fmt(run["peak_memory_mb"], ".0f", " MB"),
         )
+    for failure in report.get("failed", []):
+        table.add_row(failure["backend"], f"[red]failed (exit {failure['exit_code']})[/]", *["-"] * 7)
     console.print(table)
+    for failure in report.get("failed", []):
+        console.print(f"{failure['backend']}: [red]failed[/]: {failure['message']} (log: {failure['log']})")
     for pair in report["pairs"]:
         verdict = "[green]match[/]" if pair["within_tolerance"] else "[red]DIFFER[/]"
         samples = pair["samples"]
@@ -367,6 +395,7 @@ def compare_command(
     tolerances: Tolerances,
 ) -> int:
     output.mkdir(parents=True, exist_ok=True)
+    failures: list[dict[str, Any]] = []
     if runs_mode:
         if len(targets) < 2:
             raise UserError(
@@ -390,8 +419,22 @@ def compare_command(
             problems = get_backend(name).check(spec)
             if problems:
                 raise UserError(f"backend '{name}' cannot run this recipe: {problems[0]}")
-        folders = run_backends(targets[0], names, output, overrides, console)
+        folders, failures = run_backends(targets[0], names, output, overrides, console, spec.name)
+        if len(folders) < 2:
+            report = {"runs": [], "pairs": [], "failed": failures, "within_tolerance": False}
+            (output / "compare.json").write_text(json.dumps(report, indent=2, default=str) + "\n")
+            for failure in failures:
+                console.print(
+                    f"{failure['backend']}: failed (exit {failure['exit_code']}); log: {failure['log']}"
+                )
+            console.print(
+                f"[red]fewer than two backends completed[/]: nothing to compare; wrote {output / 'compare.json'}"
+            )
+            return 1
     report = compare_runs(folders, tolerances)
+    if failures:
+        report["failed"] = failures
+        report["within_tolerance"] = False
     (output / "compare.json").write_text(json.dumps(report, indent=2, default=str) + "\n")
     from .plots import plot_losses
 

@@ -49,6 +49,10 @@ def train_losses(records: list[dict[str, Any]]) -> list[tuple[int, float]]:
     return [(r["step"], r["loss"]) for r in records if r.get("loss") is not None]
 
 
+def eval_losses(records: list[dict[str, Any]]) -> list[tuple[int, float]]:
+    return [(r["step"], r["eval_loss"]) for r in records if r.get("eval_loss") is not None]
+
+
 def _num(value: Any) -> float | None:
     if value is None:
         return None

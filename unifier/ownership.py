@@ -16,7 +16,8 @@ from .errors import UserError
 from .runfolder import RunFolder
 from .runlock import RunLock
 
-RESUMABLE_STATUSES = ("running", "interrupted", "failed")
+# "prepared": `unify prepare` wrote it, and the native program it printed may have trained (and checkpointed) since
+RESUMABLE_STATUSES = ("running", "interrupted", "failed", "prepared")
 
 
 @dataclass(frozen=True)
@@ -137,7 +138,8 @@ def _reuse(
     root = folder.root
     checkpoint = newest_checkpoint(folder)
     resumable = record.get("status") in RESUMABLE_STATUSES and checkpoint is not None
-    if if_exists == "error":
+    only_prepared = record.get("status") == "prepared" and checkpoint is None
+    if if_exists == "error" and not only_prepared:  # a prepared folder holds nothing but what prepare derived
         hint = (
             f"continue it with `unify resume {root}`, " if resumable else ""
         ) + "set output.if_exists: overwrite (--set output.if_exists=overwrite), or choose another output.dir"

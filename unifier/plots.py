@@ -4,10 +4,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from .metrics import read_metrics, train_losses
+from .metrics import eval_losses, read_metrics, train_losses
 
 
-def plot_losses(curves: dict[str, list[tuple[int, float]]], path: Path, title: str) -> Path | None:
+def plot_losses(
+    curves: dict[str, list[tuple[int, float]]], path: Path, title: str, ylabel: str = "training loss"
+) -> Path | None:
     if not any(curves.values()):
         return None
     import matplotlib
@@ -30,7 +32,7 @@ def plot_losses(curves: dict[str, list[tuple[int, float]]], path: Path, title: s
                 linewidth=1.6,
             )
     ax.set_xlabel("optimizer step")
-    ax.set_ylabel("training loss")
+    ax.set_ylabel(ylabel)
     ax.set_title(title)
     ax.grid(alpha=0.3)
     ax.legend()
@@ -41,5 +43,10 @@ def plot_losses(curves: dict[str, list[tuple[int, float]]], path: Path, title: s
 
 
 def plot_run_loss(folder, title: str) -> Path | None:
-    """loss.png of a RunFolder."""
-    return plot_losses({"train loss": train_losses(read_metrics(folder.metrics))}, folder.loss_plot, title)
+    """loss.png of a RunFolder: the training loss, and the eval loss where the run evaluated."""
+    records = read_metrics(folder.metrics)
+    curves = {"train loss": train_losses(records)}
+    evals = eval_losses(records)
+    if evals:
+        curves["eval loss"] = evals
+    return plot_losses(curves, folder.loss_plot, title, ylabel="loss" if evals else "training loss")

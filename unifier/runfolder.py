@@ -4,6 +4,7 @@
       run.json        what ran and how it ended (unifier/record.py writes it)
       metrics.jsonl   one line per logging step, one schema for every backend
       run.log         everything third-party libraries printed
+      run.sh          (unify prepare / plan --write) the native program with this installation's tools
       loss.png        the loss curve
       data/           the normalized rows every backend trains on, and backend views of them
       checkpoints/    checkpoint-<step>/ (resumable), the trainer's own outputs
@@ -42,6 +43,7 @@ class RunFolder:
         "run.json.tmp",
         "metrics.jsonl",
         "run.log",
+        "run.sh",
         "loss.png",
         ".unifier.lock",
         ".unifier-stop",
@@ -63,6 +65,10 @@ class RunFolder:
     @property
     def run_json(self) -> Path:
         return self.root / RUN_JSON
+
+    @property
+    def run_script(self) -> Path:
+        return self.root / "run.sh"
 
     @property
     def metrics(self) -> Path:

@@ -107,6 +107,66 @@ def run(
         lock.release()
 
 
+def prepare(spec: JobSpec, backend: str | None = None, *, recipe: str | None = None, quiet: bool = False):
+    """Everything `run` does before training, and nothing after: the checks, the run folder with the data and
+    the backend's views, the native program in native/ and run.sh next to it, and run.json ("prepared"), so
+    the printed command or script runs as is (`bash RUN_DIR/run.sh`). Returns the folder and the plan."""
+    chosen = checked_backend(spec, backend)
+    folder = run_folder(spec, chosen.name)
+    _check_secret_variables(spec)
+    data = prepare_data(spec, progress=not quiet)
+    info = model_for_run(spec)
+    token_summary = _checked_tokens(spec, data, info)
+    the_plan = chosen.plan(plan_context(spec, chosen, folder, data.kind, info=info))
+    lock = claim_folder(folder, spec, if_exists=spec.output.if_exists, recipe=recipe)
+    try:
+        write_data(folder, data, the_plan, chosen)
+        builtin.ensure_model(spec.model.name_or_path)
+        program = Path(the_plan.program.path)
+        program.parent.mkdir(parents=True, exist_ok=True)
+        program.write_text(the_plan.render(), encoding="utf-8")
+        folder.run_script.write_text(run_script(the_plan), encoding="utf-8")
+        folder.run_script.chmod(0o755)
+        folder.write_record(
+            {
+                "status": "prepared",
+                "backend": chosen.name,
+                "recipe": recipe,
+                "started": now(),
+                "spec": spec.model_dump(mode="json"),
+                "data": {**data.summary(), "tokens": token_summary},
+                "plan": the_plan.to_json(),
+                "versions": library_versions(),
+                "host": host_info(),
+            }
+        )
+    finally:
+        lock.release()
+    return folder, the_plan
+
+
+def run_script(the_plan) -> str:
+    """run.sh: the native program with this installation's Python and tools first on PATH."""
+    import shlex
+    import sys
+
+    from .backends.plan import ScriptProgram
+
+    program = Path(the_plan.program.path)
+    runner = "python" if isinstance(the_plan.program, ScriptProgram) else "bash"
+    steps = "".join(
+        f"#   {line[2:]}\n" for line in the_plan.render().splitlines() if line.startswith("# then unifier")
+    )
+    return (
+        "#!/usr/bin/env bash\n"
+        "# written by `unify prepare` / `unify plan --write`: the backend's own program, without unifier around it\n"
+        + (f"# what `unify run` does after it (not done here):\n{steps}" if steps else "")
+        + "set -euo pipefail\n"
+        + f'export PATH={shlex.quote(str(Path(sys.executable).parent))}:"$PATH"\n'
+        + f'exec {runner} {shlex.quote(str(program))} "$@"\n'
+    )
+
+
 def resume(
     run_dir: str | Path,
     *,

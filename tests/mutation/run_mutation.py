@@ -40,7 +40,24 @@ MODULES = {
     "unifier/ownership.py": ["tests/test_folder_safety_and_secrets.py"],
 }
 # survivors that are equivalent mutants or out of the tests' reach, by (module, changed line text): the reason
-SURVIVOR_REASONS: dict[tuple[str, str], str] = {}
+_SORTS_FIRST = (
+    "`<=`/`>=`/`>` for `==`/`!=` against the Literal value that sorts first (or last) among the field's "
+    "allowed values ({}), so the comparison agrees on every value the spec lets through"
+)
+SURVIVOR_REASONS: dict[tuple[str, str], str] = {
+    ("backends/trl_config.py", 'if a.type == "full":'): _SORTS_FIRST.format("full < lora < qlora"),
+    (
+        "backends/trl_config.py",
+        '"assistant_only_loss": ctx.data_kind == "chat" and d.assistant_only_loss,',
+    ): _SORTS_FIRST.format("chat < preference < text"),
+    ("backends/trl_config.py", 'if t.method == "dpo":'): _SORTS_FIRST.format("dpo < sft"),
+    ("backends/trl_config.py", 'if method != "dpo":'): _SORTS_FIRST.format("dpo < sft"),
+    (
+        "backends/trl_config.py",
+        'return {"trainer_args": {"bf16": dtype == "bfloat16", "fp16": dtype == "float16", "use_cpu": ctx.on_cpu}}',
+    ): _SORTS_FIRST.format("bfloat16 < float16 < float32; the fp16 mutant is killed by the precision test"),
+    ("backends/trl_config.py", "if q.bits == 8:"): _SORTS_FIRST.format("bits 4 or 8"),
+}
 # mutants no test can tell apart from the original, by kind
 EQUIVALENT = {
     "annotation": "changes a type annotation, which `from __future__ import annotations` never evaluates",
@@ -117,7 +134,7 @@ def summarize(module: str, dump: str, work: Path, seconds: float) -> dict:
                     "text": text,
                     "operator": mutation["operator_name"],
                     "function": mutation.get("definition_name"),
-                    "reason": SURVIVOR_REASONS.get((module, text)) or equivalent(mutation, text),
+                    "reason": equivalent(mutation, text) or SURVIVOR_REASONS.get((module, text)),
                 }
             )
         else:

@@ -1,0 +1,69 @@
+"""`unify init`: a starter recipe with every value that matters written out, shaped by a few options."""
+
+from __future__ import annotations
+
+from .builtin import ASSETS, TINY_MODEL_REF
+from .errors import UserError
+
+FORMATS = ("messages", "sharegpt", "alpaca", "text", "preference")
+
+
+def starter_recipe(
+    *,
+    model: str | None = None,
+    data: str | None = None,
+    data_format: str | None = None,
+    method: str = "sft",
+    qlora: bool = False,
+) -> str:
+    """The starter recipe's text (comments kept): LoRA SFT on the tiny model and data unless told otherwise."""
+    if method not in ("sft", "dpo"):
+        raise UserError(f"--method '{method}': expected sft or dpo")
+    if data_format is not None and data_format not in FORMATS:
+        raise UserError(f"--format '{data_format}': expected one of {', '.join(FORMATS)}")
+    if method == "dpo" and data_format not in (None, "preference"):
+        raise UserError(
+            "--method dpo trains on preference pairs", hint="pass --format preference (or no --format)"
+        )
+    text = (ASSETS / "starter_recipe.yaml").read_text(encoding="utf-8")
+    tiny = model is None or model == TINY_MODEL_REF
+    if not tiny:
+        text = _replace(text, "  name_or_path: builtin:tiny-qwen2", f"  name_or_path: {model}")
+        text = _replace(
+            text,
+            "  dtype: float32            # CPU trains in fp32; on GPU use bfloat16",
+            "  dtype: bfloat16           # GPU precision; float32 to train on CPU",
+        )
+        text = _replace(text, "  max_seq_length: 256", "  max_seq_length: 2048")
+        text = _replace(text, "  learning_rate: 3.0e-3", "  learning_rate: 2.0e-4")
+        text = _replace(text, "  max_steps: 30", "  max_steps: 500         # or remove it and set epochs")
+    if method == "dpo":
+        text = _replace(text, "  method: sft", "  method: dpo\n  dpo:\n    beta: 0.1\n    loss_type: sigmoid")
+        data = data or "builtin:tiny-preference"
+        data_format = "preference"
+        if tiny:
+            text = _replace(text, "  learning_rate: 3.0e-3", "  learning_rate: 5.0e-3")
+    if data is not None:
+        text = _replace(text, "    - path: builtin:tiny-chat", f"    - path: {data}")
+    if data_format is not None:
+        text = _replace(text, "      format: messages", f"      format: {data_format}")
+    if data_format == "text":
+        text = _replace(text, "  assistant_only_loss: true", "  assistant_only_loss: false")
+    if qlora:
+        text = _replace(text, "  type: lora", "  type: qlora")
+        compute = "float32" if tiny else "bfloat16"
+        text = _replace(
+            text,
+            "\ndata:\n",
+            "\nquantization:             # bitsandbytes NF4 base weights\n  bits: 4\n  quant_type: nf4\n"
+            f"  double_quant: true\n  compute_dtype: {compute}\n\ndata:\n",
+        )
+    if not tiny:
+        text = _replace(text, "  device: cpu", "  device: auto             # CUDA when available, else CPU")
+    return text
+
+
+def _replace(text: str, old: str, new: str) -> str:
+    if old not in text:  # the asset and this module drifted apart: a bug, not a user mistake
+        raise AssertionError(f"starter recipe lacks {old!r}")
+    return text.replace(old, new, 1)
