@@ -274,8 +274,11 @@ def prepare(recipe: Path = RecipeArg, backend: str | None = BackendOpt, set_: li
     run.sh, so the command `unify plan` prints runs as is."""
     from .running import prepare as prepare_run
 
-    folder, _ = prepare_run(_load(recipe, set_), backend, recipe=str(recipe))
-    out.print(f"prepared {folder.root}; train with `bash {folder.run_script}` (or `unify run {recipe}`)")
+    folder, the_plan = prepare_run(_load(recipe, set_), backend, recipe=str(recipe))
+    out.print(
+        f"prepared {folder.root}; train with `bash {folder.run_script}` "
+        f"(or `unify run {recipe} --backend {the_plan.backend}`)"
+    )
 
 
 @app.command()

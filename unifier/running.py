@@ -57,6 +57,7 @@ class Job:
     folder: RunFolder
     plan: Any
     record: dict[str, Any] = field(default_factory=dict)
+    token_summary: dict[str, Any] | None = None  # the token checks' numbers, recorded in run.json
 
 
 def run(
@@ -75,33 +76,17 @@ def run(
     folder = run_folder(spec, chosen.name)
     if resume and _holds_a_run(folder):
         return globals()["resume"](folder.root, spec=spec, quiet=quiet, recipe=recipe)
-    _check_secret_variables(spec)
-    data = prepare_data(spec, progress=not quiet)
-    info = model_for_run(spec)
-    token_summary = _checked_tokens(spec, data, info)
-    the_plan = chosen.plan(plan_context(spec, chosen, folder, data.kind, info=info))
-    job = Job(spec=spec, backend=chosen, data=data, folder=folder, plan=the_plan)
+    job = _planned_job(spec, chosen, folder, quiet=quiet)
     if spec.compute.node_rank > 0:
         return _follow_node0(job)
     lock = claim_folder(
         folder, spec, if_exists=spec.output.if_exists, recipe=recipe, discard_checkpoints=discard_checkpoints
     )
     try:
-        write_data(folder, data, the_plan, chosen)
+        write_data(folder, job.data, job.plan, chosen)
         folder.metrics.write_text("")
         builtin.ensure_model(spec.model.name_or_path)
-        job.record = {
-            "status": "running",
-            "backend": chosen.name,
-            "recipe": recipe,
-            "started": now(),
-            "spec": spec.model_dump(mode="json"),
-            "data": {**data.summary(), "tokens": token_summary},
-            "plan": the_plan.to_json(),
-            "versions": library_versions(),
-            "host": host_info(),
-            "pid": os.getpid(),
-        }
+        job.record = {**_new_record(job, "running", recipe), "pid": os.getpid()}
         return _execute(job)
     finally:
         lock.release()
@@ -113,36 +98,47 @@ def prepare(spec: JobSpec, backend: str | None = None, *, recipe: str | None = N
     the printed command or script runs as is (`bash RUN_DIR/run.sh`). Returns the folder and the plan."""
     chosen = checked_backend(spec, backend)
     folder = run_folder(spec, chosen.name)
-    _check_secret_variables(spec)
-    data = prepare_data(spec, progress=not quiet)
-    info = model_for_run(spec)
-    token_summary = _checked_tokens(spec, data, info)
-    the_plan = chosen.plan(plan_context(spec, chosen, folder, data.kind, info=info))
+    job = _planned_job(spec, chosen, folder, quiet=quiet)
+    the_plan = job.plan
     lock = claim_folder(folder, spec, if_exists=spec.output.if_exists, recipe=recipe)
     try:
-        write_data(folder, data, the_plan, chosen)
+        write_data(folder, job.data, the_plan, chosen)
         builtin.ensure_model(spec.model.name_or_path)
         program = Path(the_plan.program.path)
         program.parent.mkdir(parents=True, exist_ok=True)
         program.write_text(the_plan.render(), encoding="utf-8")
         folder.run_script.write_text(run_script(the_plan), encoding="utf-8")
         folder.run_script.chmod(0o755)
-        folder.write_record(
-            {
-                "status": "prepared",
-                "backend": chosen.name,
-                "recipe": recipe,
-                "started": now(),
-                "spec": spec.model_dump(mode="json"),
-                "data": {**data.summary(), "tokens": token_summary},
-                "plan": the_plan.to_json(),
-                "versions": library_versions(),
-                "host": host_info(),
-            }
-        )
+        folder.write_record(_new_record(job, "prepared", recipe))
     finally:
         lock.release()
     return folder, the_plan
+
+
+def _planned_job(spec: JobSpec, chosen, folder: RunFolder, *, quiet: bool) -> Job:
+    """Every check and the plan, before anything is written: secrets, data, the model folder, tokens."""
+    _check_secret_variables(spec)
+    data = prepare_data(spec, progress=not quiet)
+    info = model_for_run(spec)
+    token_summary = _checked_tokens(spec, data, info)
+    the_plan = chosen.plan(plan_context(spec, chosen, folder, data.kind, info=info))
+    return Job(
+        spec=spec, backend=chosen, data=data, folder=folder, plan=the_plan, token_summary=token_summary
+    )
+
+
+def _new_record(job: Job, status: str, recipe: str | None) -> dict[str, Any]:
+    return {
+        "status": status,
+        "backend": job.backend.name,
+        "recipe": recipe,
+        "started": now(),
+        "spec": job.spec.model_dump(mode="json"),
+        "data": {**job.data.summary(), "tokens": job.token_summary},
+        "plan": job.plan.to_json(),
+        "versions": library_versions(),
+        "host": host_info(),
+    }
 
 
 def run_script(the_plan) -> str:
