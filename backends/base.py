@@ -25,6 +25,7 @@ from typing import Any, ClassVar
 
 from unifier.environment import cuda_visible
 from unifier.model_info import ModelInfo
+from unifier.reporting import missing_trackers
 from unifier.runfolder import RunFolder
 from unifier.spec import JobSpec
 
@@ -136,6 +137,7 @@ class Backend(ABC):
         problems += self.backend_problems(spec, here)
         if here:
             problems += machine_problems(spec, self.requires_for(spec), self.pip_extra)
+            problems += missing_trackers(spec.output.report_to)
         return problems
 
     def backend_problems(self, spec: JobSpec, here: bool) -> list[str]:

@@ -47,6 +47,11 @@ def load_data(config):
 
 
 def build_trainer(config, model, tokenizer, train, evaluation, callbacks):
+    import os
+
+    os.environ.update(
+        config["tracker_env"]
+    )  # output.report_to: the trackers write into the run folder's logs/
     keep_cpu_4bit_trainable(model)
     adapter_weights = float32_adapter_weights(model)
     if config["method"] == "dpo":

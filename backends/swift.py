@@ -18,6 +18,8 @@ from typing import Any
 
 from unifier.errors import UserError
 from unifier.model_info import read_model_info
+from unifier.reporting import tracker_env
+from unifier.runfolder import RunFolder
 from unifier.spec import JobSpec
 
 from . import trl_config
@@ -268,14 +270,18 @@ class SwiftBackend(Backend):
         if evaluates:
             flags.append(("--eval_steps", t.eval_steps))
         flags += [
-            ("--report_to", "none"),
+            ("--report_to", list(ctx.spec.output.report_to) or "none"),
             ("--include_num_input_tokens_seen", True),
             ("--external_plugins", PLUGIN),
             ("--callbacks", list(plugin_callbacks(ctx))),
         ]
         if ctx.resume_from:
             flags.append(("--resume_from_checkpoint", ctx.resume_from))
-        return {"argv": argv_of(flags), "env": {"UNIFIER_RUN_DIR": str(ctx.folder.root)}}
+        env = {
+            "UNIFIER_RUN_DIR": str(ctx.folder.root),
+            **tracker_env(ctx.spec.output.report_to, ctx.folder.logs),
+        }
+        return {"argv": argv_of(flags), "env": env}
 
     def assemble(self, ctx: PlanContext, fragments: dict[str, Any]) -> Plan:
         argv: list[str] = []
@@ -337,7 +343,11 @@ class SwiftBackend(Backend):
 
             getattr(importlib.import_module(module), function)(argv[2:])
         else:
-            launch(argv, program.env)
+            from unifier import terminal
+
+            # torchrun's workers cannot reach the terminal: unifier draws their progress from metrics.jsonl
+            with terminal.progress_from_metrics(RunFolder(plan.run_dir).metrics, planned_steps(argv)):
+                launch(argv, program.env)
         from .after_training import run_step
 
         details: dict[str, Any] = {
@@ -352,19 +362,26 @@ class SwiftBackend(Backend):
         return RunResult(native_command=plan.render(), backend_details=details)
 
 
+def planned_steps(argv: list[str]) -> int | None:
+    """--max_steps of a command line (None: the epochs decide)."""
+    steps = int(argv[argv.index("--max_steps") + 1]) if "--max_steps" in argv else -1
+    return steps if steps > 0 else None
+
+
 def launch(argv: list[str], env: dict[str, str]) -> None:
     """What `swift sft` does with NPROC_PER_NODE set (torchrun over ms-swift's entry script), started directly
     so that torchrun is unifier's child: it holds the run folder's lock and gets SIGTERM when unifier dies
     (torchrun then stops its workers; the swift CLI would not pass that on). A signal to unifier's process
     group reaches torchrun and its workers (they stop at the next step, see swift_plugin); a signal to unifier
     alone reaches them through the run folder's stop request."""
+    from unifier import terminal
     from unifier.runlock import held_fds
 
     child = subprocess.Popen(
         torchrun_command(argv, env),
         env={**os.environ, **env},
         preexec_fn=die_with_parent,
-        pass_fds=held_fds(),
+        pass_fds=held_fds() + terminal.held_fds(),
     )
     try:
         code = child.wait()
@@ -414,7 +431,7 @@ def swift_model_type(spec: JobSpec) -> str | None:
 
 
 def plugin_callbacks(ctx: PlanContext) -> tuple[str, ...]:
-    names = ["unifier_metrics", "unifier_health", "unifier_stop", "unifier_scrub"]
+    names = ["unifier_metrics", "unifier_health", "unifier_stop", "unifier_scrub", "unifier_progress"]
     if ctx.spec.quantization.bits == 4 and ctx.on_cpu:
         names.append("unifier_cpu_4bit")
     if ctx.multi_process:

@@ -146,6 +146,10 @@ def install():
                 lambda: hf_callbacks.StopOnSignalCallback(str(run_folder().stop_request))
             ),
             "unifier_scrub": swift_callback(hf_callbacks.ScrubSecretsCallback),
+            # unifier's one progress bar (on the terminal while `unify run` keeps ms-swift's output in run.log)
+            "unifier_progress": swift_callback(
+                lambda: hf_callbacks.RichProgressCallback() if main_process() else None
+            ),
             "unifier_cpu_4bit": swift_callback(hf_callbacks.CpuFourBitCallback),
             "unifier_rank_check": RankWeightsCallback,
             "unifier_probe": ProbeCallback,

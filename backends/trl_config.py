@@ -10,6 +10,7 @@ from __future__ import annotations
 from typing import Any
 
 from unifier.builtin import chat_template_path
+from unifier.reporting import tracker_env
 
 from .base import PlanContext
 
@@ -135,7 +136,7 @@ def output_section(ctx: PlanContext) -> dict[str, Any]:
         "save_steps": t.save_steps or 10**9,
         "save_total_limit": t.save_total_limit,
         "eval_strategy": "steps" if evaluates else "no",
-        "report_to": [],
+        "report_to": list(o.report_to),
         "include_num_input_tokens_seen": "all",  # same count as ms-swift (which takes only true/false)
         "disable_tqdm": False,
     }
@@ -144,6 +145,7 @@ def output_section(ctx: PlanContext) -> dict[str, Any]:
     return {
         "save": o.save,
         "paths": ctx.folder.paths(),
+        "tracker_env": tracker_env(o.report_to, ctx.folder.logs),
         "resume_from_checkpoint": ctx.resume_from,
         "trainer_args": args,
     }

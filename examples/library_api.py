@@ -34,6 +34,16 @@ def main(run_folder: str) -> None:
     )
     print(f"adapter: {outcome.run_dir / 'adapter'}")
 
+    answer = unifier.generate(outcome.run_dir, "What is the capital of France?", max_new_tokens=16)
+    print(f"tuned answer: {answer!r}")
+    report = unifier.evaluate(
+        outcome.run_dir, data=[str(RECIPE.parent.parent / "unifier/assets/tiny_chat.jsonl")]
+    )
+    print(
+        f"task loss: base {report['task']['base']['loss']:.3f} -> tuned {report['task']['tuned']['loss']:.3f}"
+    )
+    print(f"merged model: {unifier.export(outcome.run_dir, force=True)}")
+
 
 if __name__ == "__main__":
     main(sys.argv[1] if len(sys.argv) > 1 else "runs/library-example")

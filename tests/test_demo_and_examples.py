@@ -18,6 +18,9 @@ def test_demo_trains_the_tiny_model_and_shows_before_and_after(tmp_path):
     before = result.stdout.split("before:")[1].splitlines()[0]
     after = result.stdout.split("after:")[1].splitlines()[0]
     assert before != after  # the adapter changes what the model says
+    eval_line = next(line for line in result.stdout.splitlines() if "`unify eval`" in line)
+    report = json.loads((tmp_path / "demo" / "eval" / "eval.json").read_text())
+    assert f"loss {report['task']['base']['loss']:.3f} -> {report['task']['tuned']['loss']:.3f}" in eval_line
     record = json.loads((tmp_path / "demo" / "run.json").read_text())
     assert (
         record["status"] == "completed"
@@ -35,4 +38,6 @@ def test_library_example_script(tmp_path):
     assert result.returncode == 0, result.stderr[-3000:]
     assert "ms-swift would run:" in result.stdout and "swift sft" in result.stdout
     assert "status: completed, backend: peft, steps: 20" in result.stdout
+    assert "tuned answer: " in result.stdout and "task loss: base " in result.stdout
+    assert (tmp_path / "run" / "export" / "merged" / "model.safetensors").is_file()
     assert (tmp_path / "run" / "adapter" / "adapter_model.safetensors").is_file()

@@ -53,6 +53,7 @@ VALUES = {
     "model.name_or_path": ["Qwen/Qwen3-8B"],
     "model.revision": ["v1.0"],
     "model.chat_template": ["tokenizer"],
+    "output.report_to": [["tensorboard"]],
     "adapter.target_modules": [["q_proj", "v_proj"]],
     "adapter.modules_to_save": [["lm_head"]],
     "output.dir": ["elsewhere/{name}"],

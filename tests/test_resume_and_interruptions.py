@@ -138,6 +138,7 @@ def test_ctrl_c_twice_stops_at_once_and_the_folder_stays_resumable(tiny_recipe):
     process.send_signal(signal.SIGINT)
     _, stderr = process.communicate(timeout=120)
     assert process.returncode == 130, stderr[-2000:]
+    assert "SIGINT: stopping at the next optimizer step" in stderr  # on the terminal, not only in run.log
     record = json.loads((folder / "run.json").read_text())
     assert record["status"] == "interrupted" and record["interrupted"]["signal"] == "SIGINT"
     assert record["interrupted"]["checkpoint_step"] >= 3

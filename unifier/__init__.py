@@ -5,6 +5,8 @@
     print(unifier.plan(spec, backend="peft").render())
     outcome = unifier.run(spec, backend="peft")
     record = unifier.read_run(outcome.run_dir)
+    print(unifier.generate(outcome.run_dir, "What is the capital of France?"))
+    unifier.export(outcome.run_dir)  # RUN_DIR/export/merged
 
 Nothing heavy (torch, transformers) is imported until a backend runs.
 """
@@ -41,6 +43,32 @@ def read_run(folder):
     return _read(folder)
 
 
+def evaluate(run_dir, **kwargs):
+    """Held-out loss/perplexity base vs tuned, a forgetting check (retain=[files]), samples; see unify eval."""
+    from .evaluation import evaluate as _evaluate
+
+    return _evaluate(run_dir, **kwargs)
+
+
+def generate(run_dir, prompt, *, system=None, **settings):
+    """One answer of a run's tuned model to a prompt (greedy unless temperature > 0); see unify chat."""
+    from .trained import TrainedRun, load_model
+    from .trained import generate as _generate
+
+    model, tokenizer = load_model(TrainedRun.open(run_dir))
+    messages = ([{"role": "system", "content": system}] if system else []) + [
+        {"role": "user", "content": prompt}
+    ]
+    return _generate(model, tokenizer, messages, **settings)
+
+
+def export(run_dir, fmt="merged", **kwargs):
+    """The base with the adapter merged in (RUN_DIR/export/merged/ unless output=...); see unify export."""
+    from .exporting import export as _export
+
+    return _export(run_dir, fmt, **kwargs)
+
+
 __all__ = [
     "BackendUnavailable",
     "Interrupted",
@@ -48,6 +76,9 @@ __all__ = [
     "TrainingFailed",
     "UserError",
     "__version__",
+    "evaluate",
+    "export",
+    "generate",
     "load_spec",
     "plan",
     "read_run",

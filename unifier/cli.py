@@ -14,6 +14,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
+from . import terminal
 from .backends import registry
 from .errors import TrainingFailed, UserError
 from .interrupts import Interrupted
@@ -27,8 +28,9 @@ app = typer.Typer(
     rich_markup_mode=None,  # click's plain help: typer's rich panels print '<bool>' after every flag
     help=f"One fine-tuning recipe, {len(BACKEND_NAMES)} backends ({', '.join(BACKEND_NAMES)}).",
 )
-out = Console(width=None if sys.stdout.isatty() else 160)
-err = Console(stderr=True)
+# unifier's own lines go to the terminal, also while other libraries' output is kept in run.log
+out = Console(file=terminal.TerminalFile("stdout"), width=None if sys.stdout.isatty() else 160)
+err = Console(file=terminal.TerminalFile("stderr"))
 
 
 class _WarningPrinter(logging.Handler):
@@ -69,6 +71,12 @@ BackendOpt = typer.Option(
 SetOpt = typer.Option(
     None, "--set", "-s", help="Override a recipe value: --set training.learning_rate=1e-4 (repeatable)."
 )
+VerboseOpt = typer.Option(
+    False,
+    "--verbose",
+    "-v",
+    help="Show everything the backend and its libraries print (by default it goes to RUN_DIR/run.log).",
+)
 
 
 def user_errors(func):
@@ -93,6 +101,13 @@ def user_errors(func):
                 highlight=False,
                 soft_wrap=True,
             )
+            tail = terminal.log_tail()
+            for line in tail:
+                err.print(f"  {escape(redact_text(line))}", highlight=False, soft_wrap=True)
+            if terminal.last_log():
+                err.print(
+                    f"  what the libraries printed: {terminal.last_log()}", highlight=False, soft_wrap=True
+                )
             raise typer.Exit(1) from None
         except Interrupted as exc:
             where = f"checkpoint at step {exc.step} kept" if exc.resumable else "no checkpoint was saved yet"
@@ -129,14 +144,16 @@ def run(
         "--discard-checkpoints",
         help="With output.if_exists: overwrite, also delete a resumable run's checkpoints.",
     ),
+    verbose: bool = VerboseOpt,
 ):
     """Train: check the recipe, normalize the data, run the backend, write the run folder."""
     from .core import run as run_job
 
     spec = _load(recipe, set_)
-    outcome = run_job(
-        spec, backend, recipe=str(recipe), resume=resume, discard_checkpoints=discard_checkpoints
-    )
+    with terminal.captured(not verbose):
+        outcome = run_job(
+            spec, backend, recipe=str(recipe), resume=resume, discard_checkpoints=discard_checkpoints
+        )
     _print_outcome(outcome)
 
 
@@ -150,11 +167,14 @@ def resume(
         "--force",
         help="Allow changing training.max_steps, training.epochs or output.save (e.g. to train longer).",
     ),
+    verbose: bool = VerboseOpt,
 ):
     """Continue an interrupted or crashed run from its newest complete checkpoint (same recipe, same data)."""
     from .core import resume as resume_job
 
-    _print_outcome(resume_job(run_dir, overrides=set_ or [], force=force))
+    with terminal.captured(not verbose):
+        outcome = resume_job(run_dir, overrides=set_ or [], force=force)
+    _print_outcome(outcome)
 
 
 def _print_outcome(outcome) -> None:
@@ -178,6 +198,13 @@ def validate(
         help="Token statistics with the recipe's tokenizer when it is on this "
         "machine (reads tokenizer.json; --no-tokens checks schema, data and model folder only).",
     ),
+    show: int = typer.Option(
+        0,
+        "--show",
+        min=0,
+        help="Print the first N training rows as the trainer sees them, the trained tokens (the loss mask) "
+        "marked [[like this]] (green on a terminal).",
+    ),
 ):
     """Check the recipe, its data, the model folder and the backend, before anything runs (nothing written).
 
@@ -197,6 +224,14 @@ def validate(
             chosen = choose_backend(spec, "auto", here=True)  # prefer one that runs on this machine
     label = chosen.name if requested != "auto" else f"auto -> {chosen.name}"
     missing_here = chosen.check(spec, here=True)
+    stats = note = None
+    if tokens and data.train:  # before anything is printed: data that cannot train is an error, not "valid"
+        from .data.tokens import check_trainable
+        from .model_info import read_model_info
+
+        stats, note = check_trainable(
+            spec, data, read_model_info(spec.model.name_or_path, spec.model.revision)
+        )
     out.print(f"[green]valid[/]: {recipe}")
     out.print(f"  model: {spec.model.name_or_path} ({spec.adapter.type}, {spec.training.method})")
     out.print(
@@ -208,12 +243,6 @@ def validate(
     for problem in missing_here:
         out.print(f"  [yellow]not runnable on this machine[/]: {problem}", highlight=False)
     if tokens and data.train:
-        from .data.tokens import check_trainable
-        from .model_info import read_model_info
-
-        stats, note = check_trainable(
-            spec, data, read_model_info(spec.model.name_or_path, spec.model.revision)
-        )
         if stats is None:
             out.print(f"  tokens: not counted ({note})", highlight=False)
         else:
@@ -231,6 +260,41 @@ def validate(
             )
     for warning in data.warnings:
         out.print(f"  [yellow]warning[/]: {escape(warning)}", highlight=False)
+    if show:
+        _show_samples(spec, data, show)
+
+
+def _show_samples(spec, data, count: int) -> None:
+    """`validate --show N`: rendered rows with the trained tokens marked."""
+    from rich.text import Text
+
+    from .builtin import chat_template_path
+    from .data.tokens import light_tokenizer, row_sample
+    from .model_info import read_model_info
+
+    tokenizer = light_tokenizer(
+        read_model_info(spec.model.name_or_path, spec.model.revision),
+        chat_template_path(spec.model.chat_template),
+    )
+    if isinstance(tokenizer, str):
+        raise UserError(f"--show: {tokenizer}", hint="--show renders rows with the recipe's tokenizer")
+    marks = not out.is_terminal
+    for number, (row, where) in enumerate(zip(data.train[:count], data.train_locations[:count]), start=1):
+        sample = row_sample(
+            tokenizer, data.kind, row, where, spec.model.max_seq_length, spec.data.assistant_only_loss
+        )
+        cut = f", {sample.cut} cut at max_seq_length" if sample.cut else ""
+        out.print(
+            f"[bold]sample {number}[/] ({where}): {sample.length} tokens, {sample.trained} trained{cut}",
+            highlight=False,
+        )
+        text = Text()
+        for piece, trained in sample.spans:
+            if trained:
+                text.append(f"[[{piece}]]" if marks else piece, style="bold green")
+            else:
+                text.append(piece, style="dim")
+        out.print(text, highlight=False, soft_wrap=True)
 
 
 @app.command()
@@ -248,23 +312,46 @@ def plan(
         help="Also write the plan and its data to this run folder (as `unify prepare` does): "
         "`bash DIR/run.sh` trains.",
     ),
+    quiet: bool = typer.Option(
+        False, "--quiet", "-q", help="Only the program: no backend choice or memory estimate on stderr."
+    ),
 ):
-    """Print the exact native script or command a backend would run (nothing is run or written without --write)."""
+    """Print the exact native script or command a backend would run (nothing is run or written without --write).
+
+    Standard output is the program only (`unify plan ... > job.sh`); the backend choice and the memory estimate
+    per GPU go to standard error."""
     from .core import plan as make_plan
 
     if write is not None:
         from .running import prepare as prepare_run
 
         spec = _load(recipe, [*(set_ or []), f"output.dir={write.absolute()}"])
-        folder, the_plan = prepare_run(spec, backend, recipe=str(recipe), quiet=True)
+        with terminal.captured():
+            folder, the_plan = prepare_run(spec, backend, recipe=str(recipe), quiet=True)
         err.print(f"wrote {folder.root}: `bash {folder.run_script}` trains", highlight=False, soft_wrap=True)
     else:
         spec = _load(recipe, set_)
         the_plan = make_plan(spec, backend)
+    if not quiet:
+        _print_plan_commentary(spec, backend or spec.backend, the_plan)
     if as_json:
         sys.stdout.write(json.dumps(the_plan.to_json(), indent=2, default=str) + "\n")
     else:
         sys.stdout.write(the_plan.render().rstrip("\n") + "\n")
+
+
+def _print_plan_commentary(spec, requested: str, the_plan) -> None:
+    from .memory import estimate_for, implied_choice
+
+    chosen = f"auto -> {the_plan.backend}" if requested == "auto" else the_plan.backend
+    err.print(f"backend: {chosen}", highlight=False, soft_wrap=True)
+    estimate = estimate_for(spec)
+    if estimate is None:
+        err.print("memory estimate: the model's dimensions are not readable here", highlight=False)
+        return
+    for line in estimate.lines():
+        err.print(line, highlight=False, soft_wrap=True)
+    err.print(f"  {implied_choice(spec, estimate)}", highlight=False, soft_wrap=True)
 
 
 @app.command()
@@ -274,7 +361,8 @@ def prepare(recipe: Path = RecipeArg, backend: str | None = BackendOpt, set_: li
     run.sh, so the command `unify plan` prints runs as is."""
     from .running import prepare as prepare_run
 
-    folder, the_plan = prepare_run(_load(recipe, set_), backend, recipe=str(recipe))
+    with terminal.captured():
+        folder, the_plan = prepare_run(_load(recipe, set_), backend, recipe=str(recipe))
     out.print(
         f"prepared {folder.root}; train with `bash {folder.run_script}` "
         f"(or `unify run {recipe} --backend {the_plan.backend}`)"
@@ -338,6 +426,41 @@ def init(
     out.print(f"wrote {path}; check it with `unify validate {path}`")
 
 
+@app.command("import")
+@user_errors
+def import_(
+    config: Path = typer.Argument(..., help="A LLaMA-Factory or axolotl training YAML.", show_default=False),
+    tool: str = typer.Option(..., "--from", help="llamafactory | axolotl.", show_default=False),
+    output: Path = typer.Option(Path("recipe.yaml"), "--output", "-o", help="Where to write the recipe."),
+    force: bool = typer.Option(False, "--force", help="Overwrite an existing file."),
+):
+    """Write a unifier recipe from another tool's training config, listing what could not be translated."""
+    from .importing import import_file
+    from .spec import spec_from_dict
+
+    if output.exists() and config.exists() and output.resolve() == config.resolve():
+        raise UserError(f"--output {output} is the file being imported", hint="give another --output")
+    if output.is_dir():
+        raise UserError(f"--output {output}: a folder", hint="give a file name, e.g. --output recipe.yaml")
+    if output.exists() and not force:
+        raise UserError(
+            f"{output}: already exists", hint="pass --force to overwrite, or give another --output"
+        )
+    if not output.absolute().parent.is_dir():
+        raise UserError(f"--output {output}: the folder {output.absolute().parent} does not exist")
+    imported = import_file(config, tool)
+    spec_from_dict(imported.recipe, source=f"the recipe imported from {config}")  # nothing written if invalid
+    try:
+        output.write_text(imported.text(str(config), tool), encoding="utf-8")
+    except OSError as exc:
+        raise UserError(f"--output {output}: cannot write ({exc.strerror or exc})") from None
+    for note in imported.notes:
+        err.print(f"  note: {escape(note)}", highlight=False, soft_wrap=True)
+    for item in imported.untranslated:
+        err.print(f"  [yellow]not translated[/]: {escape(item)}", highlight=False, soft_wrap=True)
+    out.print(f"wrote {output}; check it with `unify validate {output}`")
+
+
 @app.command()
 @user_errors
 def demo(
@@ -347,7 +470,8 @@ def demo(
     """Build the tiny local model, fine-tune it with LoRA on CPU, show the loss falling and a generation."""
     from .demo import run_demo
 
-    run_demo(backend, output, out)
+    with terminal.captured():
+        run_demo(backend, output, out)
 
 
 @app.command()
@@ -393,6 +517,173 @@ def compare(
         Tolerances(loss_rtol, weight_atol, final_weight_atol, final_update_rtol),
     )
     raise typer.Exit(code)
+
+
+RunDirArg = typer.Argument(..., help="A completed run folder (any backend).", show_default=False)
+
+
+@app.command()
+@user_errors
+def chat(
+    run_dir: Path | None = typer.Argument(
+        None, help="A completed run folder (any backend).", show_default=False
+    ),
+    model: str | None = typer.Option(None, "--model", help="Chat with a base model instead of a run."),
+    prompt: str | None = typer.Option(None, "--prompt", "-p", help="Answer this once and exit (scriptable)."),
+    system: str | None = typer.Option(None, "--system", help="A system message."),
+    max_new_tokens: int = typer.Option(256, "--max-new-tokens", min=1),
+    temperature: float = typer.Option(
+        0.0, "--temperature", min=0.0, help="0: greedy (the same answer every time)."
+    ),
+    top_p: float = typer.Option(1.0, "--top-p", min=0.0, max=1.0),
+    seed: int = typer.Option(0, "--seed"),
+):
+    """Talk to a trained run (base + adapter, the run's chat template), or to a base model with --model.
+
+    Interactive: /reset clears the conversation, /system TEXT sets the system message, /exit leaves."""
+    from .trained import TrainedRun, generate, load_model
+
+    if (run_dir is None) == (model is None):
+        raise UserError("give a run folder or --model NAME_OR_PATH (one of them)")
+    settings = dict(max_new_tokens=max_new_tokens, temperature=temperature, top_p=top_p, seed=seed)
+    start = [{"role": "system", "content": system}] if system else []
+    with terminal.captured():  # the libraries' output goes to a temporary log; answers to the terminal
+        run = TrainedRun.open(run_dir) if run_dir is not None else None
+        loaded, tokenizer = load_model(run, model_ref=model)
+        if prompt is not None:
+            answer = generate(loaded, tokenizer, [*start, {"role": "user", "content": prompt}], **settings)
+            terminal.stdout().write(answer + "\n")
+            return
+        _chat_loop(loaded, tokenizer, start, settings)
+
+
+def _chat_loop(loaded, tokenizer, start: list[dict], settings: dict) -> None:
+    from transformers import TextStreamer
+
+    from .trained import generate
+
+    class TerminalStreamer(TextStreamer):
+        def on_finalized_text(self, text: str, stream_end: bool = False) -> None:
+            terminal.stdout().write(text + ("\n" if stream_end else ""))
+            terminal.stdout().flush()
+
+    screen = terminal.stdout()
+    screen.write("chat: /reset clears, /system TEXT sets the system message, /exit leaves\n")
+    conversation = list(start)
+    while True:
+        screen.write("you> ")
+        screen.flush()
+        try:
+            line = sys.stdin.readline()
+        except KeyboardInterrupt:
+            break
+        if not line or line.strip() == "/exit":
+            break
+        line = line.rstrip("\n")
+        if line.strip() == "/reset":
+            conversation = list(start)
+            continue
+        if line.startswith("/system "):
+            start = [{"role": "system", "content": line[len("/system ") :]}]
+            conversation = [*start, *[m for m in conversation if m["role"] != "system"]]
+            continue
+        conversation.append({"role": "user", "content": line})
+        screen.write("model> ")
+        streamer = TerminalStreamer(tokenizer, skip_prompt=True, skip_special_tokens=True)
+        answer = generate(loaded, tokenizer, conversation, streamer=streamer, **settings)
+        conversation.append({"role": "assistant", "content": answer})
+
+
+@app.command("eval")
+@user_errors
+def eval_(
+    run_dir: Path = RunDirArg,
+    data: list[Path] | None = typer.Option(
+        None, "--data", help="Held-out rows (default: the run's eval data)."
+    ),
+    retain: list[Path] | None = typer.Option(
+        None, "--retain", help="Rows of what the model should not forget (not the training task)."
+    ),
+    samples: int = typer.Option(
+        3, "--samples", min=0, help="Greedy answers of base and tuned for N prompts."
+    ),
+    max_retain_increase: float = typer.Option(
+        0.10,
+        "--max-retain-increase",
+        min=0.0,
+        help="Warn when the retain loss rises more than this (relative).",
+    ),
+):
+    """Held-out loss and perplexity, base vs tuned; a forgetting check on --retain data; answers side by side.
+    Writes RUN_DIR/eval/ (eval.json, samples.jsonl, eval.png)."""
+    from .evaluation import evaluate
+
+    with terminal.captured():
+        report = evaluate(
+            run_dir,
+            data=[str(p) for p in data] if data else None,
+            retain=[str(p) for p in retain] if retain else None,
+            samples=samples,
+            max_retain_increase=max_retain_increase,
+        )
+    _print_eval(report)
+
+
+def _print_eval(report: dict) -> None:
+    table = Table(title=f"eval of {report['run']} ({report['backend']})")
+    for column in ("set", "base loss", "tuned loss", "base ppl", "tuned ppl", "tokens"):
+        table.add_column(column, justify="right" if column != "set" else "left")
+    for name in ("task", "retain"):
+        if name in report:
+            base, tuned = report[name]["base"], report[name]["tuned"]
+            table.add_row(
+                name,
+                f"{base['loss']:.4f}",
+                f"{tuned['loss']:.4f}",
+                f"{base['perplexity']:.2f}",
+                f"{tuned['perplexity']:.2f}",
+                str(tuned["tokens"]),
+            )
+    out.print(table)
+    task = report["task"]
+    if "preference_accuracy" in task["tuned"]:
+        out.print(
+            f"preference pairs: chosen likelier than rejected {task['base']['preference_accuracy']:.0%} -> "
+            f"{task['tuned']['preference_accuracy']:.0%}; mean log-prob margin "
+            f"{task['base']['preference_margin']:+.3f} -> {task['tuned']['preference_margin']:+.3f}",
+            highlight=False,
+        )
+    retain = report.get("retain")
+    if retain:
+        change = f"retain loss {retain['relative_increase']:+.1%}"
+        if retain["forgetting"]:
+            err.print(
+                f"[yellow]warning:[/] forgetting: {change} (more than "
+                f"{report['settings']['max_retain_increase']:.0%})",
+                highlight=False,
+            )
+        else:
+            out.print(change, highlight=False)
+    out.print(f"wrote {Path(report['run']) / 'eval'} (eval.json, samples.jsonl, eval.png)", highlight=False)
+
+
+@app.command()
+@user_errors
+def export(
+    run_dir: Path = RunDirArg,
+    fmt: str = typer.Option("merged", "--format", help="merged (safetensors). gguf is not available yet."),
+    dtype: str | None = typer.Option(
+        None, "--dtype", help="float32 | bfloat16 | float16 (default: model.dtype)."
+    ),
+    output: Path | None = typer.Option(None, "--output", "-o", help="Default: RUN_DIR/export/<format>/."),
+    force: bool = typer.Option(False, "--force", help="Replace an earlier export unifier wrote."),
+):
+    """Write the run's model for serving: the base with the adapter merged in, as the backends merge it."""
+    from .exporting import export as export_run
+
+    with terminal.captured():
+        target = export_run(run_dir, fmt, output=output, dtype=dtype, force=force)
+    out.print(f"wrote {target}", highlight=False)
 
 
 def main():  # pragma: no cover

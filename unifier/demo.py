@@ -45,7 +45,15 @@ def run_demo(backend: str, output: Path, console: Console) -> None:
     console.print(f"[bold]3.[/] generation for {PROMPT!r}")
     console.print(f"  before: {before!r}")
     console.print(f"  after:  {after!r}")
-    console.print(f"run folder: {outcome.run_dir} (run.json, metrics.jsonl, adapter/, loss.png)")
+    from .evaluation import evaluate
+
+    report = evaluate(outcome.run_dir, data=[str(ASSETS / "tiny_chat.jsonl")], samples=0)
+    base, tuned = report["task"]["base"], report["task"]["tuned"]
+    console.print(
+        f"[bold]4.[/] `unify eval` on the bundled chat rows (the data it trained on): loss {base['loss']:.3f} -> "
+        f"{tuned['loss']:.3f}, perplexity {base['perplexity']:.1f} -> {tuned['perplexity']:.1f}"
+    )
+    console.print(f"run folder: {outcome.run_dir} (run.json, metrics.jsonl, adapter/, loss.png, eval/)")
 
 
 def generate(model_dir: Path, adapter_dir: Path | None, prompt: str, max_new_tokens: int = 16) -> str:

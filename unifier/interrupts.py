@@ -58,9 +58,11 @@ def _handler(signum, frame):
     if stop_file is not None:
         with contextlib.suppress(OSError):
             Path(stop_file).write_text(f"{signal.Signals(signum).name}\n")
+    from . import terminal
+
     with contextlib.suppress(Exception):
         os.write(
-            2,
+            terminal.stderr_fd(),
             (
                 f"\n{signal.Signals(signum).name}: stopping at the next optimizer step and saving a checkpoint; "
                 "send it again to stop at once\n"

@@ -9,6 +9,7 @@
       data/           the normalized rows every backend trains on, and backend views of them
       checkpoints/    checkpoint-<step>/ (resumable), the trainer's own outputs
       adapter/        the PEFT adapter + tokenizer   (model/ for full fine-tuning; merged/ when asked)
+      logs/           output.report_to: the trackers' local files (logs/tensorboard, logs/wandb, ...)
       native/         the printed native program, and backend-specific records (rank digests)
       probe/          with output.probe: what the trainer really trained on
 
@@ -53,6 +54,7 @@ class RunFolder:
         "model",
         "merged",
         "native",
+        "logs",
         "probe",
         "eval",
         "export",
@@ -151,6 +153,10 @@ class RunFolder:
     @property
     def probe(self) -> Path:
         return self.root / "probe"
+
+    @property
+    def logs(self) -> Path:
+        return self.root / "logs"
 
     def native_program(self, filename: str) -> Path:
         return self.native / filename

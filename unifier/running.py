@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from . import builtin
+from . import builtin, terminal
 from .core import checked_backend, get_backend, model_for_run, plan_context, run_folder, write_data
 from .data import PreparedData, prepare_data
 from .environment import host_info, library_versions, peak_memory_mb
@@ -83,6 +83,7 @@ def run(
         folder, spec, if_exists=spec.output.if_exists, recipe=recipe, discard_checkpoints=discard_checkpoints
     )
     try:
+        terminal.log_to(folder.log)
         write_data(folder, job.data, job.plan, chosen)
         folder.metrics.write_text("")
         builtin.ensure_model(spec.model.name_or_path)
@@ -102,6 +103,7 @@ def prepare(spec: JobSpec, backend: str | None = None, *, recipe: str | None = N
     the_plan = job.plan
     lock = claim_folder(folder, spec, if_exists=spec.output.if_exists, recipe=recipe)
     try:
+        terminal.log_to(folder.log)
         write_data(folder, job.data, the_plan, chosen)
         builtin.ensure_model(spec.model.name_or_path)
         program = Path(the_plan.program.path)
@@ -185,6 +187,7 @@ def resume(
     lock = RunLock(folder.lock).acquire()
     try:
         record = folder.read_record()  # under the lock: the state another process may just have left
+        terminal.log_to(folder.log)
         data = prepare_data(spec, progress=not quiet)
         recorded_fingerprint = (record.get("data") or {}).get("fingerprint")
         if recorded_fingerprint and data.fingerprint() != recorded_fingerprint:

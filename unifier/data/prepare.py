@@ -186,7 +186,9 @@ def _progress_bars(enabled: bool):
         MofNCompleteColumn(),
         TimeElapsedColumn(),
     )
-    with Progress(*columns, console=Console(stderr=True), transient=False) as bars:
+    from .. import terminal
+
+    with Progress(*columns, console=Console(file=terminal.stderr()), transient=False) as bars:
 
         def factory(description: str):
             task = bars.add_task(description, total=None)

@@ -110,6 +110,9 @@ class LightTokenizer:
     def text(self, text: str) -> list[int]:
         return self.tokenizer.encode(text, add_special_tokens=False).ids
 
+    def decode(self, ids: list[int]) -> str:
+        return self.tokenizer.decode(ids, skip_special_tokens=False)
+
 
 class TrainerTokenizer:
     """The tokenizer exactly as the trainers load it (transformers' AutoTokenizer; imports torch): what
@@ -125,6 +128,13 @@ class TrainerTokenizer:
         )
         if chat_template:
             self.tokenizer.chat_template = chat_template
+
+    @classmethod
+    def wrapping(cls, tokenizer) -> TrainerTokenizer:
+        """The same counting around a tokenizer already loaded (`unify eval`)."""
+        wrapped = cls.__new__(cls)
+        wrapped.tokenizer = tokenizer
+        return wrapped
 
     def chat(
         self, messages: list[dict], tools: list | None, add_generation_prompt: bool = False
@@ -173,6 +183,45 @@ def row_tokens(
     if not assistant_only:
         mask = [1] * len(ids)
     return RowTokens(length=len(ids), trained=sum(mask), trained_kept=sum(mask[:max_len]))
+
+
+@dataclass
+class Sample:
+    """One training row as the trainer sees it: rendered text in spans that carry loss or not."""
+
+    location: str
+    spans: list[tuple[str, bool]]  # (text, trained), within max_seq_length
+    length: int
+    trained: int
+    cut: int  # tokens past max_seq_length (dropped)
+
+
+def row_sample(
+    tokenizer: LightTokenizer, kind: str, row: dict, location: str, max_len: int, assistant_only: bool
+) -> Sample:
+    """The loss mask made visible: the row rendered with the chat template and tokenized as the trainers do,
+    decoded back in runs of trained / not-trained tokens (right truncation at max_seq_length)."""
+    if kind == "text":
+        ids = tokenizer.text(row["text"])
+        mask = [1] * len(ids)
+    elif kind == "preference":
+        prompt, _ = tokenizer.chat(row["prompt"], row.get("tools"), add_generation_prompt=True)
+        ids, _ = tokenizer.chat(row["prompt"] + row["chosen"], row.get("tools"))
+        mask = [0] * len(prompt) + [1] * (len(ids) - len(prompt))
+    else:
+        ids, mask = tokenizer.chat(row["messages"], row.get("tools"))
+        if not assistant_only:
+            mask = [1] * len(ids)
+    kept_ids, kept_mask = ids[:max_len], mask[:max_len]
+    spans: list[tuple[str, bool]] = []
+    start = 0
+    for index in range(1, len(kept_ids) + 1):
+        if index == len(kept_ids) or kept_mask[index] != kept_mask[start]:
+            spans.append((tokenizer.decode(kept_ids[start:index]), bool(kept_mask[start])))
+            start = index
+    return Sample(
+        location=location, spans=spans, length=len(ids), trained=sum(kept_mask), cut=len(ids) - len(kept_ids)
+    )
 
 
 def token_stats(

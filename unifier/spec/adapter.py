@@ -28,7 +28,8 @@ class AdapterSpec(Section):
     use_dora: bool = Field(False, description="Weight-decomposed LoRA (DoRA).")
     modules_to_save: list[str] = Field(
         default_factory=list,
-        description="Modules trained in full and saved beside the adapter (e.g. embed_tokens, lm_head).",
+        description="Modules trained in full and saved beside the adapter.",
+        examples=[["embed_tokens", "lm_head"]],
     )
 
     @field_validator("target_modules")

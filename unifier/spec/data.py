@@ -22,7 +22,8 @@ class DataSource(Section):
     subset: str | None = Field(None, description="Configuration name for a hub dataset.")
     columns: dict[str, str] = Field(
         default_factory=dict,
-        description="Map from the format's column names to this file's (e.g. {instruction: question, output: answer}).",
+        description="Map from the format's column names to this file's.",
+        examples=[{"instruction": "question", "output": "answer"}],
     )
     roles: dict[str, str] = Field(
         default_factory=dict,

@@ -43,8 +43,16 @@ class JobSpec(Section):
     )
     backend_options: dict[str, dict[str, Any]] = Field(
         default_factory=dict,
-        description="Escape hatch: per-backend raw native arguments, passed through verbatim and recorded "
-        "(e.g. {swift: {template: qwen3}, peft: {trainer_args: {warmup_steps: 10}}}).",
+        description="Escape hatch: per-backend raw native arguments, passed through verbatim and recorded: "
+        "swift takes its --flags by name, peft and unsloth take groups (trainer_args: SFTConfig/DPOConfig "
+        "fields, from_pretrained, lora / get_peft_model). Experiment trackers: output.report_to.",
+        examples=[
+            {
+                "swift": {"logging_first_step": True},
+                "peft": {"trainer_args": {"logging_first_step": True}},
+                "unsloth": {"trainer_args": {"logging_first_step": True}},
+            }
+        ],
     )
 
     @field_validator("backend")

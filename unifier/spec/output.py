@@ -26,11 +26,26 @@ class OutputSpec(Section):
         "adapter",
         description="adapter: the PEFT adapter only; merged: the base model with the adapter merged in; both.",
     )
+    report_to: list[Literal["tensorboard", "wandb", "mlflow", "swanlab", "trackio"]] = Field(
+        default_factory=list,
+        description="Experiment trackers (the trainer's own integrations, on every backend); their local files "
+        "go to logs/ in the run folder (logs/tensorboard, logs/wandb, ...). The tracker's package must be "
+        "installed.",
+        examples=[["tensorboard"], ["tensorboard", "wandb"]],
+    )
     probe: bool = Field(
         False,
         description="Record what the trainer really trains on (first tokenized samples with labels, trainable "
         "parameter names and initial weights) under probe/, for `unify compare` and the parity tests.",
     )
+
+    @field_validator("report_to")
+    @classmethod
+    def _once_each(cls, value: list[str]) -> list[str]:
+        repeated = sorted({name for name in value if value.count(name) > 1})
+        if repeated:
+            raise ValueError(f"{repeated[0]} is listed twice; name each tracker once")
+        return value
 
     @field_validator("dir")
     @classmethod

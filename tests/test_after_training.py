@@ -1,0 +1,134 @@
+"""After training (issue 12, first part): `unify chat --prompt`, `unify export --format merged` and `unify eval`
+on run folders of every backend (the session's reference runs), and their bad inputs."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from .conftest import ROOT, unify
+
+PROMPT = "What is the capital of France?"
+BACKENDS = ["peft", "swift", "unsloth"]
+
+
+@pytest.fixture(scope="module")
+def runs(reference_runs):
+    code, _, log, folders = reference_runs
+    assert code == 0 and sorted(folders) == BACKENDS, log[-3000:]
+    return folders
+
+
+def answer_in_process(run_dir, tuned: bool) -> str:
+    from unifier.trained import TrainedRun, generate, load_model
+
+    model, tokenizer = load_model(TrainedRun.open(run_dir), tuned=tuned)
+    return generate(model, tokenizer, [{"role": "user", "content": PROMPT}], max_new_tokens=10)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_chat_prompt_answers_with_the_runs_adapter(runs, backend):
+    result = unify("chat", str(runs[backend]), "--prompt", PROMPT, "--max-new-tokens", "10")
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert result.stdout == answer_in_process(runs[backend], tuned=True) + "\n"  # greedy: the same text
+    assert result.stderr == ""  # the libraries' noise is not shown
+
+
+def test_chat_with_a_base_model_and_the_base_differs_from_the_tuned_model(runs):
+    base = unify("chat", "--model", "builtin:tiny-qwen2", "--prompt", PROMPT, "--max-new-tokens", "10")
+    assert base.returncode == 0, base.stderr[-2000:]
+    assert base.stdout == answer_in_process(runs["peft"], tuned=False) + "\n"
+    assert base.stdout != answer_in_process(runs["peft"], tuned=True) + "\n"
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_export_merged_gives_the_tuned_models_logits(runs, backend, tmp_path):
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    from unifier.trained import TrainedRun, load_model
+
+    target = tmp_path / "merged"
+    result = unify("export", str(runs[backend]), "--format", "merged", "--output", str(target))
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert (target / "model.safetensors").is_file() and (target / "tokenizer.json").is_file()
+    merged = AutoModelForCausalLM.from_pretrained(target, dtype=torch.float32).eval()
+    tuned, tokenizer = load_model(TrainedRun.open(runs[backend]))
+    ids = tokenizer(PROMPT, return_tensors="pt")["input_ids"]
+    with torch.no_grad():
+        assert torch.allclose(merged(ids).logits, tuned(ids).logits, atol=1e-4)
+    again = unify("export", str(runs[backend]), "--output", str(target))
+    assert again.returncode == 2 and "already exists" in again.stderr
+    forced = unify("export", str(runs[backend]), "--output", str(target), "--force")
+    assert forced.returncode == 0, forced.stderr[-2000:]
+
+
+def test_eval_reports_base_and_tuned_and_the_forgetting_check(runs):
+    folder = runs["peft"]
+    args = ["eval", str(folder), "--data", str(ROOT / "unifier/assets/tiny_chat.jsonl")]
+    args += ["--retain", str(ROOT / "examples/data/support_chat.jsonl"), "--samples", "2"]
+    result = unify(*args)
+    assert result.returncode == 0, result.stderr[-2000:]
+    report = json.loads((folder / "eval" / "eval.json").read_text())
+    task, retain = report["task"], report["retain"]
+    assert task["tuned"]["loss"] < task["base"]["loss"]  # it learned the task it trained on
+    assert task["tuned"]["tokens"] == task["base"]["tokens"] == 700  # the trained tokens validate counts
+    assert retain["relative_increase"] == pytest.approx(
+        (retain["tuned"]["loss"] - retain["base"]["loss"]) / retain["base"]["loss"]
+    )
+    assert "task" in result.stdout and "retain" in result.stdout
+    samples = [json.loads(line) for line in (folder / "eval" / "samples.jsonl").read_text().splitlines()]
+    assert len(samples) == 2 and all({"prompt", "reference", "base", "tuned"} <= set(s) for s in samples)
+    assert (folder / "eval" / "eval.png").stat().st_size > 1000
+    again = unify(*args)
+    assert [
+        json.loads(line) for line in (folder / "eval" / "samples.jsonl").read_text().splitlines()
+    ] == samples
+    strict = unify(*args, "--max-retain-increase", "0")
+    if retain["relative_increase"] > 0:
+        assert "forgetting" in strict.stderr
+    assert again.returncode == 0 and strict.returncode == 0
+
+
+def test_after_training_bad_inputs(runs, tmp_path):
+    not_a_run = tmp_path / "empty"
+    not_a_run.mkdir()
+    failed = tmp_path / "failed"
+    failed.mkdir()
+    record = json.loads((runs["peft"] / "run.json").read_text())
+    (failed / "run.json").write_text(json.dumps({**record, "status": "failed"}))
+    cases = [
+        (["eval", str(not_a_run)], "not a run folder"),
+        (["chat", str(failed), "--prompt", "hi"], "the run is 'failed', not completed"),
+        (["eval", str(runs["swift"])], "the run has no eval data"),
+        (["eval", str(runs["swift"]), "--data", str(tmp_path / "missing.jsonl")], "missing.jsonl"),
+        (["export", str(runs["peft"]), "--format", "onnx"], "--format 'onnx'"),
+        (["export", str(runs["peft"]), "--format", "gguf"], "gguf is not available yet"),
+        (["chat", "--prompt", "hi"], "give a run folder or --model"),
+    ]
+    for args, message in cases:
+        result = unify(*args)
+        assert result.returncode == 2 and message in result.stderr, (args, result.stderr[-1500:])
+        assert "Traceback" not in result.stderr
+    assert not (runs["swift"] / "eval").exists() and not (failed / "export").exists()
+
+
+def test_dpo_recipe_trains_and_evaluates_its_preference_pairs(tmp_path):
+    """recipes/tiny-cpu-dpo.yaml: held-out pairs from data.eval_split; eval scores the chosen answers and how often
+    they are likelier than the rejected ones (on the pairs it trained on, the tuned model prefers better)."""
+    out = tmp_path / "dpo"
+    run = unify(
+        "run", str(ROOT / "recipes/tiny-cpu-dpo.yaml"), "--backend", "peft", "--set", f"output.dir={out}"
+    )
+    assert run.returncode == 0, run.stderr[-2000:]
+    held_out = unify("eval", str(out), "--samples", "1")
+    assert held_out.returncode == 0, held_out.stderr[-2000:]
+    report = json.loads((out / "eval" / "eval.json").read_text())
+    assert report["task"]["tuned"]["rows"] == 5 and "preference_accuracy" in report["task"]["tuned"]
+    trained_pairs = unify(
+        "eval", str(out), "--samples", "0", "--data", str(ROOT / "unifier/assets/tiny_preference.jsonl")
+    )
+    assert trained_pairs.returncode == 0 and "preference pairs: chosen likelier" in trained_pairs.stdout
+    task = json.loads((out / "eval" / "eval.json").read_text())["task"]
+    assert task["tuned"]["preference_margin"] > task["base"]["preference_margin"]
