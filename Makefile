@@ -16,6 +16,8 @@ $(STAMP): pyproject.toml constraints/cpu.txt
 	$(PIP) install --quiet -c constraints/cpu.txt -e ".[all]"
 	# PyPI's torchvision does not load beside torch 2.13.0+cpu and breaks `import unsloth`; nothing here needs it
 	$(PIP) uninstall --quiet -y torchvision
+	# llama.cpp's GGUF converter into $(VENV)/share/llama.cpp, and its Python bindings (a CPU build, for the tests)
+	$(PY) -m unifier.llama_cpp --bindings --constraints constraints/cpu.txt
 	touch $(STAMP)
 
 demo: setup

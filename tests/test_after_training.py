@@ -67,7 +67,7 @@ def test_export_merged_gives_the_tuned_models_logits(runs, backend, tmp_path):
 def test_eval_reports_base_and_tuned_and_the_forgetting_check(runs):
     folder = runs["peft"]
     args = ["eval", str(folder), "--data", str(ROOT / "unifier/assets/tiny_chat.jsonl")]
-    args += ["--retain", str(ROOT / "examples/data/support_chat.jsonl"), "--samples", "2"]
+    args += ["--retain", "builtin:tiny-retain", "--samples", "2"]
     result = unify(*args)
     assert result.returncode == 0, result.stderr[-2000:]
     report = json.loads((folder / "eval" / "eval.json").read_text())
@@ -104,7 +104,7 @@ def test_after_training_bad_inputs(runs, tmp_path):
         (["eval", str(runs["swift"])], "the run has no eval data"),
         (["eval", str(runs["swift"]), "--data", str(tmp_path / "missing.jsonl")], "missing.jsonl"),
         (["export", str(runs["peft"]), "--format", "onnx"], "--format 'onnx'"),
-        (["export", str(runs["peft"]), "--format", "gguf"], "gguf is not available yet"),
+        (["export", str(runs["peft"]), "--format", "gguf", "--quant", "q4_k"], "--quant 'q4_k'"),
         (["chat", "--prompt", "hi"], "give a run folder or --model"),
     ]
     for args, message in cases:
@@ -132,3 +132,69 @@ def test_dpo_recipe_trains_and_evaluates_its_preference_pairs(tmp_path):
     assert trained_pairs.returncode == 0 and "preference pairs: chosen likelier" in trained_pairs.stdout
     task = json.loads((out / "eval" / "eval.json").read_text())["task"]
     assert task["tuned"]["preference_margin"] > task["base"]["preference_margin"]
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_export_gguf_continues_a_prompt_like_the_merged_model(runs, backend, tmp_path):
+    """llama.cpp's converter writes the GGUF; llama.cpp's Python bindings load it, and its greedy continuation of
+    a prompt is the merged model's under transformers (token for token)."""
+    import torch
+    from llama_cpp import Llama
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    merged_dir, gguf_dir = tmp_path / "merged", tmp_path / "gguf"
+    for fmt, target in (("merged", merged_dir), ("gguf", gguf_dir)):
+        args = ["export", str(runs[backend]), "--format", fmt, "--output", str(target), "--dtype", "float32"]
+        result = unify(*args, *(["--quant", "f32"] if fmt == "gguf" else []))
+        assert result.returncode == 0, result.stderr[-2000:]
+    tokenizer = AutoTokenizer.from_pretrained(merged_dir)
+    model = AutoModelForCausalLM.from_pretrained(merged_dir, dtype=torch.float32).eval()
+    text = tokenizer.apply_chat_template(
+        [{"role": "user", "content": PROMPT}], add_generation_prompt=True, tokenize=False
+    )
+    ids = tokenizer(text, add_special_tokens=False)["input_ids"]
+    with torch.no_grad():
+        expected = model.generate(torch.tensor([ids]), max_new_tokens=12, do_sample=False)[
+            0, len(ids) :
+        ].tolist()
+
+    llm = Llama(model_path=str(gguf_dir / "model.gguf"), n_ctx=256, verbose=False, seed=0)
+    assert llm.tokenize(text.encode(), add_bos=False, special=True) == ids  # the same tokenizer
+    produced = []
+    for token in llm.generate(ids, top_k=1, top_p=1.0, temp=0.0, repeat_penalty=1.0):
+        produced.append(token)
+        if len(produced) == len(expected) or token == llm.token_eos():
+            break
+    llm.close()
+    assert produced == expected[: len(produced)] and len(produced) >= min(len(expected), 4)
+
+
+def test_compare_shows_eval_results_side_by_side(runs, tmp_path):
+    folder = runs["unsloth"]
+    evaluated = unify("eval", str(folder), "--data", "builtin:tiny-chat", "--samples", "0")
+    assert evaluated.returncode == 0, evaluated.stderr[-2000:]
+    task = json.loads((folder / "eval" / "eval.json").read_text())["task"]
+    result = unify("compare", "--runs", str(runs["peft"]), str(folder), "--output", str(tmp_path / "cmp"))
+    assert "unify eval results" in result.stdout, result.stdout[-3000:]
+    row = next(
+        line for line in result.stdout.splitlines() if line.strip("│ ").startswith("unsloth") and "->" in line
+    )
+    assert f"{task['base']['loss']:.4f} -> {task['tuned']['loss']:.4f}" in row
+    report = json.loads((tmp_path / "cmp" / "compare.json").read_text())
+    assert (
+        next(r for r in report["runs"] if r["backend"] == "unsloth")["eval"]["task"]["tuned"]
+        == task["tuned"]["loss"]
+    )
+
+
+def test_gguf_without_llama_cpps_converter_says_where_it_looked(tmp_path, monkeypatch):
+    import sys
+
+    from unifier.errors import UserError
+    from unifier.exporting import llama_cpp_converter
+
+    monkeypatch.setenv("LLAMA_CPP_DIR", str(tmp_path / "llama.cpp"))
+    monkeypatch.setattr(sys, "prefix", str(tmp_path / "venv"))
+    with pytest.raises(UserError, match=r"needs llama\.cpp's converter") as error:
+        llama_cpp_converter()
+    assert str(tmp_path / "llama.cpp") in error.value.message and "LLAMA_CPP_DIR" in error.value.hint

@@ -671,7 +671,8 @@ def _print_eval(report: dict) -> None:
 @user_errors
 def export(
     run_dir: Path = RunDirArg,
-    fmt: str = typer.Option("merged", "--format", help="merged (safetensors). gguf is not available yet."),
+    fmt: str = typer.Option("merged", "--format", help="merged (safetensors) | gguf (llama.cpp)."),
+    quant: str = typer.Option("q8_0", "--quant", help="gguf: f32 | f16 | bf16 | q8_0."),
     dtype: str | None = typer.Option(
         None, "--dtype", help="float32 | bfloat16 | float16 (default: model.dtype)."
     ),
@@ -682,7 +683,7 @@ def export(
     from .exporting import export as export_run
 
     with terminal.captured():
-        target = export_run(run_dir, fmt, output=output, dtype=dtype, force=force)
+        target = export_run(run_dir, fmt, output=output, dtype=dtype, quant=quant, force=force)
     out.print(f"wrote {target}", highlight=False)
 
 

@@ -142,7 +142,22 @@ def _load_run(folder: Path) -> dict[str, Any]:
         "train_time_s": train_time,
         "tokens_per_s": (tokens / train_time) if tokens and train_time else None,
         "peak_memory_mb": (record.get("final_metrics") or {}).get("peak_memory_mb"),
+        "eval": _eval_summary(run_folder),
     }
+
+
+def _eval_summary(folder: RunFolder) -> dict[str, Any] | None:
+    """`unify eval`'s numbers of a run, when it was evaluated (eval/eval.json)."""
+    path = folder.evaluation / "eval.json"
+    try:
+        report = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    summary = {"data": report.get("settings", {}).get("data")}
+    for name in ("task", "retain"):
+        if isinstance(report.get(name), dict):
+            summary[name] = {which: report[name][which]["loss"] for which in ("base", "tuned")}
+    return summary
 
 
 def _compare_pair(a: dict, b: dict, tol: Tolerances) -> dict[str, Any]:
@@ -369,6 +384,20 @@ def print_report(report: dict[str, Any], console: Console) -> None:
     console.print(table)
     for failure in report.get("failed", []):
         console.print(f"{failure['backend']}: [red]failed[/]: {failure['message']} (log: {failure['log']})")
+    evaluated = [run for run in report["runs"] if run.get("eval")]
+    if evaluated:
+        table = Table(title="unify eval results (base -> tuned loss)")
+        for column in ("run", "task loss", "retain loss", "eval data"):
+            table.add_column(column)
+        for run in evaluated:
+            cells = [
+                f"{run['eval'][name]['base']:.4f} -> {run['eval'][name]['tuned']:.4f}"
+                if name in run["eval"]
+                else "-"
+                for name in ("task", "retain")
+            ]
+            table.add_row(run["label"], *cells, ", ".join(Path(d).name for d in run["eval"]["data"] or []))
+        console.print(table)
     for pair in report["pairs"]:
         verdict = "[green]match[/]" if pair["within_tolerance"] else "[red]DIFFER[/]"
         samples = pair["samples"]

@@ -172,7 +172,9 @@ def _rows(run: TrainedRun, files: list[str] | None, role: str) -> list[dict]:
     from .data import prepare_data
 
     raw = run.spec.model_dump(mode="json")
-    raw["data"]["train"] = [{"path": str(Path(f).absolute()), "format": "auto"} for f in files]
+    raw["data"]["train"] = [
+        {"path": f if f.startswith("builtin:") else str(Path(f).absolute()), "format": "auto"} for f in files
+    ]
     raw["data"]["eval"], raw["data"]["eval_split"], raw["data"]["shuffle"] = [], 0.0, False
     from .spec import spec_from_dict
 

@@ -1,20 +1,32 @@
-"""`unify export RUN_DIR --format merged`: the base model with the run's adapter merged in, after the fact.
+"""`unify export RUN_DIR --format merged|gguf`: the run's model for serving, after the fact.
 
-The merge is the one every backend uses at training time (backends/inline_library.merge_adapter: the base in
-model.dtype, for QLoRA the 16-bit base, not re-quantized). The export is written into a sibling temporary
-folder and renamed into place, so the target is complete or absent.
+merged: the base with the run's adapter merged in, the merge every backend uses at training time
+(backends/inline_library.merge_adapter: the base in model.dtype, for QLoRA the 16-bit base, not re-quantized).
+gguf: that merged model converted by llama.cpp's own converter (convert_hf_to_gguf.py with its gguf-py, from
+LLAMA_CPP_DIR or the copy `make setup` puts in the environment's share/llama.cpp), for llama.cpp, Ollama and
+LM Studio. Every export is written into a sibling temporary folder and renamed into place, so the target is
+complete or absent.
 """
 
 from __future__ import annotations
 
+import os
 import shutil
+import subprocess
+import sys
+import tempfile
 from pathlib import Path
 
 from .errors import UserError
 from .trained import TrainedRun
 
-FORMATS = ("merged",)
+FORMATS = ("merged", "gguf")
 DTYPES = ("float32", "bfloat16", "float16")
+GGUF_TYPES = ("f32", "f16", "bf16", "q8_0")
+GGUF_ARCHITECTURES = ("qwen2", "qwen3", "llama")  # what the recipes train (the converter knows many more)
+# models whose tokenizer llama.cpp does not recognise by its hash, and the pre-tokenizer they do use
+KNOWN_PRETOKENIZERS = {"builtin:tiny-qwen2": "qwen2"}  # Qwen2's split regex and NFC (unifier/tiny.py)
+OWNED_MARK = ".unifier-export"
 
 
 def export(
@@ -23,22 +35,21 @@ def export(
     *,
     output: str | Path | None = None,
     dtype: str | None = None,
+    quant: str = "q8_0",
     force: bool = False,
 ) -> Path:
     """Write the export; returns its folder (default RUN_DIR/export/<format>)."""
-    if fmt == "gguf":
-        raise UserError(
-            "--format gguf is not available yet: it needs llama.cpp's converter (convert_hf_to_gguf.py)",
-            hint="export --format merged, then convert the merged folder with llama.cpp",
-        )
     if fmt not in FORMATS:
         raise UserError(f"--format '{fmt}': expected one of {', '.join(FORMATS)}")
     if dtype is not None and dtype not in DTYPES:
         raise UserError(f"--dtype '{dtype}': expected one of {', '.join(DTYPES)}")
+    if fmt == "gguf" and quant not in GGUF_TYPES:
+        raise UserError(f"--quant '{quant}': expected one of {', '.join(GGUF_TYPES)}")
     run = TrainedRun.open(run_dir)
+    converter = _checked_for_gguf(run) if fmt == "gguf" else None
     target = Path(output).absolute() if output else run.folder.export(fmt)
     if target.exists():
-        owned = (target / ".unifier-export").is_file()
+        owned = (target / OWNED_MARK).is_file()
         if not force or not owned:
             raise UserError(
                 f"{target}: already exists",
@@ -50,8 +61,11 @@ def export(
     partial = target.with_name(f".{target.name}.partial")
     shutil.rmtree(partial, ignore_errors=True)
     try:
-        _write_merged(run, partial, dtype or run.spec.model.dtype)
-        (partial / ".unifier-export").write_text(f"{fmt} export of {run.folder.root}\n", encoding="utf-8")
+        if converter is None:
+            _write_merged(run, partial, dtype or run.spec.model.dtype)
+        else:
+            _write_gguf(run, partial, converter, quant)
+        (partial / OWNED_MARK).write_text(f"{fmt} export of {run.folder.root}\n", encoding="utf-8")
         if target.exists():
             shutil.rmtree(target)
         partial.rename(target)
@@ -77,11 +91,83 @@ def _write_merged(run: TrainedRun, folder: Path, dtype: str) -> None:
         )
         model.save_pretrained(str(folder), safe_serialization=True)
     tokenizer = AutoTokenizer.from_pretrained(
-        str(run.weights) if not run.is_adapter else run.base,
-        revision=None if not run.is_adapter else m.revision,
+        run.base if run.is_adapter else str(run.weights),
+        revision=m.revision if run.is_adapter else None,
         trust_remote_code=m.trust_remote_code,
     )
     template = run.chat_template()
     if template:
         tokenizer.chat_template = template
     tokenizer.save_pretrained(str(folder))
+
+
+def llama_cpp_converter() -> Path:
+    """llama.cpp's convert_hf_to_gguf.py: from LLAMA_CPP_DIR (a llama.cpp checkout) or share/llama.cpp."""
+    candidates = [Path(os.environ["LLAMA_CPP_DIR"])] if os.environ.get("LLAMA_CPP_DIR") else []
+    candidates.append(Path(sys.prefix) / "share" / "llama.cpp")
+    for folder in candidates:
+        if (folder / "convert_hf_to_gguf.py").is_file() and (folder / "gguf-py").is_dir():
+            return folder / "convert_hf_to_gguf.py"
+    raise UserError(
+        "--format gguf needs llama.cpp's converter (convert_hf_to_gguf.py and gguf-py), not found in "
+        + " or ".join(str(c) for c in candidates),
+        hint="set LLAMA_CPP_DIR to a llama.cpp checkout, or run `make setup` (it copies the converter into "
+        "the environment)",
+    )
+
+
+def _checked_for_gguf(run: TrainedRun) -> Path:
+    from .model_info import read_model_info
+
+    model_type = read_model_info(run.spec.model.name_or_path, run.spec.model.revision).model_type
+    if model_type not in GGUF_ARCHITECTURES:
+        raise UserError(
+            f"--format gguf: {run.spec.model.name_or_path} is a '{model_type}' model; unifier converts "
+            f"{', '.join(GGUF_ARCHITECTURES)}",
+            hint="export --format merged and convert it with llama.cpp's convert_hf_to_gguf.py yourself",
+        )
+    return llama_cpp_converter()
+
+
+def _write_gguf(run: TrainedRun, folder: Path, converter: Path, quant: str) -> None:
+    """Merge into a scratch folder, then llama.cpp's converter writes model.gguf (its output: convert.log)."""
+    folder.mkdir(parents=True)
+    with tempfile.TemporaryDirectory(dir=folder.parent) as scratch:
+        merged = Path(scratch) / "hf-model"  # the merged model the converter reads
+        _write_merged(run, merged, "float32" if quant == "f32" else run.spec.model.dtype)
+        pre = KNOWN_PRETOKENIZERS.get(run.spec.model.name_or_path, "")
+        command = [sys.executable, "-c", CONVERT, str(converter), pre, str(merged)]
+        command += ["--outfile", str(folder / "model.gguf"), "--outtype", quant]
+        result = subprocess.run(command, capture_output=True, text=True)
+        (folder / "convert.log").write_text(result.stdout + result.stderr, encoding="utf-8")
+        if result.returncode != 0:
+            lines = [line for line in result.stderr.splitlines() if line.strip()]
+            raise UserError(
+                "llama.cpp's converter refused the model: "
+                + (lines[-1] if lines else f"exit code {result.returncode}"),
+                hint="`unify export --format merged` works for any model",
+            )
+
+
+# llama.cpp's converter run as its own script; for a tokenizer it does not know by its hash (the tiny model's),
+# the pre-tokenizer the tokenizer does use is named instead of refusing
+CONVERT = """
+import runpy, sys
+converter, pre = sys.argv[1], sys.argv[2]
+root = converter.rsplit("/", 1)[0]
+sys.path[:0] = [root, root + "/gguf-py"]
+try:
+    import conversion.base as base  # llama.cpp's converter since it was split into a package
+except ImportError:
+    base = None
+if base is not None and pre:
+    known = base.TextModel.get_vocab_base_pre
+    def get_vocab_base_pre(self, tokenizer):
+        try:
+            return known(self, tokenizer)
+        except NotImplementedError:
+            return pre
+    base.TextModel.get_vocab_base_pre = get_vocab_base_pre
+sys.argv = [converter, *sys.argv[3:]]
+runpy.run_path(converter, run_name="__main__")
+"""
