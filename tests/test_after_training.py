@@ -198,3 +198,80 @@ def test_gguf_without_llama_cpps_converter_says_where_it_looked(tmp_path, monkey
     with pytest.raises(UserError, match=r"needs llama\.cpp's converter") as error:
         llama_cpp_converter()
     assert str(tmp_path / "llama.cpp") in error.value.message and "LLAMA_CPP_DIR" in error.value.hint
+
+
+def test_evalscope_benchmark_on_local_data_base_vs_tuned(tmp_path):
+    """EvalScope's general_qa on a local file: a run trained long enough to answer in the data's shape scores a
+    higher ROUGE-L recall than its base (which answers in noise); EvalScope's own reports are kept."""
+    qa = tmp_path / "capitals.jsonl"
+    rows = [
+        ("What is the capital of France?", "The capital of France is Paris."),
+        ("What is the capital of Japan?", "The capital of Japan is Tokyo."),
+        ("What is the capital of Italy?", "The capital of Italy is Rome."),
+    ]
+    qa.write_text("".join(json.dumps({"query": q, "response": a}) + "\n" for q, a in rows))
+    out = tmp_path / "run"
+    trained = unify(
+        "run",
+        str(ROOT / "recipes/tiny-cpu-sft.yaml"),
+        "--backend",
+        "peft",
+        "--set",
+        f"output.dir={out}",
+        "--set",
+        "training.max_steps=300",
+    )
+    assert trained.returncode == 0, trained.stderr[-2000:]
+    result = unify("eval", str(out), "--samples", "0", "--benchmark", f"general_qa={qa}")
+    assert result.returncode == 0, result.stderr[-2000:]
+    scores = json.loads((out / "eval" / "eval.json").read_text())["benchmarks"]["general_qa"]
+    assert scores["metric"].startswith("rouge") and 0 <= scores["base"] < scores["tuned"] <= 1
+    assert "EvalScope benchmarks" in result.stdout
+    assert list((out / "eval" / "evalscope" / "tuned" / "reports").rglob("*.json"))
+    for args, message in (
+        (["--benchmark", "mmlu=x.jsonl"], "--benchmark mmlu: not a benchmark"),
+        (["--benchmark", f"general_qa={tmp_path / 'missing.jsonl'}"], "no such file or folder"),
+        (["--benchmark", "general_qa"], "expected NAME=FILE"),
+    ):
+        bad = unify("eval", str(out), *args)
+        assert bad.returncode == 2 and message in bad.stderr, bad.stderr[-1500:]
+
+
+def test_benchmark_without_evalscope_installed_says_how_to_install(tmp_path, monkeypatch):
+    import importlib.util
+
+    from unifier.errors import UserError
+    from unifier.evaluation import checked_benchmarks
+
+    qa = tmp_path / "qa.jsonl"
+    qa.write_text("{}\n")
+    real = importlib.util.find_spec
+    monkeypatch.setattr(
+        importlib.util, "find_spec", lambda name, *a: None if name == "evalscope" else real(name, *a)
+    )
+    with pytest.raises(UserError, match="needs EvalScope") as error:
+        checked_benchmarks({"general_qa": str(qa)})
+    assert "unifier[eval]" in error.value.hint
+
+
+def test_eval_after_training_writes_eval_and_summarizes_it_in_run_json(tiny_recipe):
+    recipe = tiny_recipe(
+        {
+            "training.max_steps": 10,
+            "data.eval_split": 0.2,
+            "eval": {"after_training": True, "retain": ["builtin:tiny-retain"], "samples": 1},
+        }
+    )
+    result = unify("run", str(recipe), "--backend", "peft")
+    assert result.returncode == 0, result.stderr[-2000:]
+    from .conftest import run_folder_of
+
+    folder = run_folder_of(recipe, "peft")
+    record = json.loads((folder / "run.json").read_text())
+    report = json.loads((folder / "eval" / "eval.json").read_text())
+    assert record["eval"]["task"] == {w: report["task"][w]["loss"] for w in ("base", "tuned")}
+    assert record["eval"]["retain"]["tuned"] == report["retain"]["tuned"]["loss"]
+    assert record["eval"]["task"]["tuned"] < record["eval"]["task"]["base"]
+    assert "eval (task): loss" in result.stdout and "eval (retain): loss" in result.stdout
+    refused = unify("validate", str(tiny_recipe({"eval.after_training": True}, name="r2.yaml")))
+    assert refused.returncode == 2 and "eval.after_training needs something to score" in refused.stderr

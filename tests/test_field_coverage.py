@@ -36,6 +36,10 @@ NOT_IN_PLAN = {
     },
     "data.empty_content": "read by unifier's data normalization before planning (unifier/data)",
     "quantization.prequantized:peft,swift": "unsloth only: its pre-quantized dynamic 4-bit twins",
+    **{
+        f"eval.{key}": "read by unifier after training (unifier/running.py runs unifier/evaluation.py)"
+        for key in ("after_training", "retain", "max_retain_increase", "samples")
+    },
 }
 # base recipes that make a field matter (a DPO beta changes nothing in an SFT job)
 QLORA = {"adapter.type": "qlora", "quantization.bits": 4, "quantization.double_quant": True}

@@ -183,7 +183,22 @@ def _print_outcome(outcome) -> None:
         f", loss {losses[0]:.4f} -> {losses[-1]:.4f}" if losses else ""
     )
     out.print(f"[green]{outcome.status}[/] with {outcome.backend}: {summary}")
+    evaluated = _recorded_eval(outcome.run_dir)
+    for name in ("task", "retain"):
+        if name in evaluated:
+            base, tuned = evaluated[name]["base"], evaluated[name]["tuned"]
+            out.print(f"eval ({name}): loss {base:.4f} -> {tuned:.4f}", highlight=False)
     out.print(f"run folder: {outcome.run_dir}")
+
+
+def _recorded_eval(run_dir) -> dict:
+    """eval.after_training's summary in run.json (empty when the run did not evaluate)."""
+    from .runfolder import RunFolder
+
+    try:
+        return RunFolder(Path(run_dir)).read_record().get("eval") or {}
+    except UserError:
+        return {}
 
 
 @app.command()
@@ -613,14 +628,27 @@ def eval_(
         min=0.0,
         help="Warn when the retain loss rises more than this (relative).",
     ),
+    benchmark: list[str] | None = typer.Option(
+        None,
+        "--benchmark",
+        help="An EvalScope benchmark on local data, base vs tuned: general_qa=FILE.jsonl (query/response "
+        "rows) or general_mcq=FILE.jsonl (repeatable; pip install 'unifier[eval]').",
+    ),
 ):
     """Held-out loss and perplexity, base vs tuned; a forgetting check on --retain data; answers side by side.
     Writes RUN_DIR/eval/ (eval.json, samples.jsonl, eval.png)."""
     from .evaluation import evaluate
 
+    benchmarks = {}
+    for item in benchmark or []:
+        name, sep, path = item.partition("=")
+        if not sep or not path:
+            raise UserError(f"--benchmark {item!r}: expected NAME=FILE, e.g. general_qa=qa.jsonl")
+        benchmarks[name] = path
     with terminal.captured():
         report = evaluate(
             run_dir,
+            benchmarks=benchmarks,
             data=[str(p) for p in data] if data else None,
             retain=[str(p) for p in retain] if retain else None,
             samples=samples,
@@ -645,7 +673,7 @@ def _print_eval(report: dict) -> None:
                 str(tuned["tokens"]),
             )
     out.print(table)
-    task = report["task"]
+    task = report.get("task", {"tuned": {}})
     if "preference_accuracy" in task["tuned"]:
         out.print(
             f"preference pairs: chosen likelier than rejected {task['base']['preference_accuracy']:.0%} -> "
@@ -664,7 +692,17 @@ def _print_eval(report: dict) -> None:
             )
         else:
             out.print(change, highlight=False)
-    out.print(f"wrote {Path(report['run']) / 'eval'} (eval.json, samples.jsonl, eval.png)", highlight=False)
+    if report.get("benchmarks"):
+        table = Table(title="EvalScope benchmarks (local data)")
+        for column in ("benchmark", "metric", "base", "tuned"):
+            table.add_column(column, justify="right" if column in ("base", "tuned") else "left")
+        for name, result in report["benchmarks"].items():
+            table.add_row(name, result["metric"], f"{result['base']:.4f}", f"{result['tuned']:.4f}")
+        out.print(table)
+    out.print(
+        f"wrote {Path(report['run']) / 'eval'} (eval.json, samples.jsonl, eval.png, eval.log)",
+        highlight=False,
+    )
 
 
 @app.command()

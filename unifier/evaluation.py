@@ -5,8 +5,11 @@ files given), on the tokens training would put loss on (the recipe's chat templa
 all tokens of raw text; the chosen answer of a preference pair); the same two numbers on a retain set that is
 not the training task (a forgetting check: the tuned model's retain loss may rise by at most
 `max_retain_increase`, relative); and greedy answers of base and tuned for the first prompts next to the
-reference. Written to RUN_DIR/eval/ (eval.json, samples.jsonl, eval.png) through a temporary folder, so eval/
-is complete or absent.
+reference. Benchmarks run on EvalScope (the seed document's choice; `swift eval` uses it too) with local
+datasets only: `general_qa` (query/response rows, BLEU and ROUGE) and `general_mcq` (multiple choice,
+accuracy), the base and the tuned model (merged into a temporary folder) under the same settings. Written to
+RUN_DIR/eval/ (eval.json, samples.jsonl, eval.png, eval.log, evalscope/) through a temporary folder, so eval/ is
+complete or absent.
 """
 
 from __future__ import annotations
@@ -21,6 +24,7 @@ from .errors import UserError
 from .trained import TrainedRun, generate, load_model
 
 DEFAULT_MAX_RETAIN_INCREASE = 0.10
+BENCHMARKS = ("general_qa", "general_mcq")  # EvalScope's local custom-dataset benchmarks
 
 
 def evaluate(
@@ -31,11 +35,56 @@ def evaluate(
     samples: int = 3,
     max_new_tokens: int = 48,
     max_retain_increase: float = DEFAULT_MAX_RETAIN_INCREASE,
+    benchmarks: dict[str, str] | None = None,
 ) -> dict[str, Any]:
-    """The report (also written to RUN_DIR/eval/eval.json)."""
+    """The report (also written to RUN_DIR/eval/eval.json). benchmarks: {EvalScope benchmark: local file}."""
     run = TrainedRun.open(run_dir)
-    task_rows = _rows(run, data, "eval")
+    benchmarks = checked_benchmarks(benchmarks or {})
+    # a run without eval data is evaluated on the retain set and the benchmarks alone
+    alone = (benchmarks or retain) and not data and not _has_eval_data(run)
+    task_rows = None if alone else _rows(run, data, "eval")
     retain_rows = _rows(run, retain, "retain") if retain else None
+    partial = run.folder.evaluation.with_name(".eval.partial")
+    shutil.rmtree(partial, ignore_errors=True)
+    partial.mkdir()
+    try:
+        report = _evaluate(
+            run,
+            partial,
+            data,
+            retain,
+            task_rows,
+            retain_rows,
+            samples,
+            max_new_tokens,
+            max_retain_increase,
+            benchmarks,
+        )
+        shutil.rmtree(run.folder.evaluation, ignore_errors=True)
+        partial.rename(run.folder.evaluation)
+    finally:
+        shutil.rmtree(partial, ignore_errors=True)
+    return report
+
+
+def _evaluate(
+    run,
+    partial,
+    data,
+    retain,
+    task_rows,
+    retain_rows,
+    samples,
+    max_new_tokens,
+    max_retain_increase,
+    benchmarks,
+):
+    from . import terminal
+
+    if (
+        terminal.current_log() is None
+    ):  # `unify eval` keeps the terminal quiet: the libraries' output goes here
+        terminal.log_to(partial / "eval.log")
     report: dict[str, Any] = {
         "run": str(run.folder.root),
         "backend": run.record.get("backend"),
@@ -47,33 +96,102 @@ def evaluate(
             "max_seq_length": run.spec.model.max_seq_length,
             "decoding": "greedy",
             "max_retain_increase": max_retain_increase,
+            "benchmarks": benchmarks,
         },
     }
-    written_samples: list[dict] = []
-    for which in ("base", "tuned"):
+    prompts = [(p, r) for p, r in map(_prompt_and_reference, (task_rows or [])[:samples]) if p is not None]
+    written_samples: list[dict] = [{"prompt": p, "reference": r} for p, r in prompts]
+    for which in ("base", "tuned") if task_rows is not None or retain_rows is not None else ():
         model, tokenizer = load_model(run, tuned=which == "tuned")
-        report.setdefault("task", {})[which] = held_out_loss(model, tokenizer, run, task_rows)
-        if task_rows and "chosen" in task_rows[0]:
-            report["task"][which].update(preference_scores(model, tokenizer, run, task_rows))
+        if task_rows is not None:
+            report.setdefault("task", {})[which] = held_out_loss(model, tokenizer, run, task_rows)
+            if task_rows and "chosen" in task_rows[0]:
+                report["task"][which].update(preference_scores(model, tokenizer, run, task_rows))
         if retain_rows is not None:
             report.setdefault("retain", {})[which] = held_out_loss(model, tokenizer, run, retain_rows)
-        for index, row in enumerate(task_rows[:samples]):
-            prompt, reference = _prompt_and_reference(row)
-            if prompt is None:
-                continue
-            if which == "base":
-                written_samples.append({"prompt": prompt, "reference": reference})
-            written_samples[index][which] = generate(model, tokenizer, prompt, max_new_tokens=max_new_tokens)
+        for sample, (prompt, _) in zip(written_samples, prompts):
+            sample[which] = generate(model, tokenizer, prompt, max_new_tokens=max_new_tokens)
         del model
-    task = report["task"]
-    task["loss_change"] = task["tuned"]["loss"] - task["base"]["loss"]
+    if "task" in report:
+        report["task"]["loss_change"] = report["task"]["tuned"]["loss"] - report["task"]["base"]["loss"]
     if retain_rows is not None:
         base, tuned = report["retain"]["base"]["loss"], report["retain"]["tuned"]["loss"]
         increase = (tuned - base) / base if base else 0.0
         report["retain"]["relative_increase"] = increase
         report["retain"]["forgetting"] = increase > max_retain_increase
-    _write(run, report, written_samples)
+    if benchmarks:
+        report["benchmarks"] = run_benchmarks(run, partial, benchmarks, max_new_tokens)
+    _write(partial, report, written_samples)
     return report
+
+
+def checked_benchmarks(benchmarks: dict[str, str]) -> dict[str, str]:
+    """Known EvalScope benchmarks on local files (a .jsonl file or a folder of them), EvalScope installed."""
+    import importlib.util
+
+    checked = {}
+    for name, path in benchmarks.items():
+        if name not in BENCHMARKS:
+            raise UserError(
+                f"--benchmark {name}: not a benchmark unifier runs on local data; expected "
+                + " or ".join(f"{b}=FILE.jsonl" for b in BENCHMARKS)
+            )
+        local = Path(path)
+        if not local.exists():
+            raise UserError(
+                f"--benchmark {name}={path}: no such file or folder (EvalScope reads local data here)"
+            )
+        checked[name] = str(local.absolute())
+    if checked and importlib.util.find_spec("evalscope") is None:
+        raise UserError(
+            "--benchmark needs EvalScope, which is not installed", hint="pip install 'unifier[eval]'"
+        )
+    return checked
+
+
+def run_benchmarks(run: TrainedRun, partial: Path, benchmarks: dict[str, str], max_new_tokens: int) -> dict:
+    """EvalScope on the base and the tuned model: each benchmark's primary metric, side by side."""
+    import tempfile
+
+    from .exporting import _write_merged
+
+    results: dict[str, dict[str, Any]] = {}
+    with tempfile.TemporaryDirectory(dir=partial) as scratch:
+        tuned = Path(scratch) / "tuned"
+        _write_merged(run, tuned, run.spec.model.dtype)
+        for which, model in (("base", run.base), ("tuned", str(tuned))):
+            scores = _evalscope(model, which, partial / "evalscope", benchmarks, max_new_tokens)
+            for name, (metric, score) in scores.items():
+                results.setdefault(name, {"metric": metric, "data": benchmarks[name]})[which] = score
+    return results
+
+
+def _evalscope(model: str, model_id: str, work_dir: Path, benchmarks: dict[str, str], max_new_tokens: int):
+    from evalscope import TaskConfig, run_task
+
+    dataset_args = {}
+    for name, path in benchmarks.items():
+        local = Path(path)
+        folder, subset = (local, None) if local.is_dir() else (local.parent, local.stem)
+        dataset_args[name] = {"local_path": str(folder), **({"subset_list": [subset]} if subset else {})}
+    task = TaskConfig(
+        model=model,
+        model_id=model_id,
+        datasets=list(benchmarks),
+        dataset_args=dataset_args,
+        eval_type="llm_ckpt",
+        generation_config={"max_tokens": max_new_tokens, "temperature": 0.0, "do_sample": False},
+        work_dir=str(work_dir / model_id),
+        no_timestamp=True,
+        seed=0,
+    )
+    reports = run_task(task)
+    scores = {}
+    for name, report in reports.items():
+        primary = next(m for m in report.metrics if m.identity == report.primary_metric_identity)
+        dims = ", ".join(f"{k} {v}" for k, v in sorted(primary.identity.dimensions.items()))
+        scores[name] = (f"{primary.identity.name} ({dims})" if dims else primary.identity.name, primary.score)
+    return scores
 
 
 def held_out_loss(model, tokenizer, run: TrainedRun, rows: list[dict]) -> dict[str, float]:
@@ -159,6 +277,11 @@ def _prompt_and_reference(row: dict) -> tuple[list[dict] | None, str | None]:
     return None, None
 
 
+def _has_eval_data(run: TrainedRun) -> bool:
+    path = run.folder.data_file("eval")
+    return path.is_file() and bool(path.read_text(encoding="utf-8").strip())
+
+
 def _rows(run: TrainedRun, files: list[str] | None, role: str) -> list[dict]:
     """Normalized rows: the run's own eval split, or files read with the run's data rules (format auto)."""
     if not files:
@@ -184,21 +307,12 @@ def _rows(run: TrainedRun, files: list[str] | None, role: str) -> list[dict]:
     return data.train
 
 
-def _write(run: TrainedRun, report: dict, samples: list[dict]) -> None:
-    target = run.folder.evaluation
-    partial = target.with_name(".eval.partial")
-    shutil.rmtree(partial, ignore_errors=True)
-    partial.mkdir()
-    try:
-        (partial / "eval.json").write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
-        (partial / "samples.jsonl").write_text(
-            "".join(json.dumps(s, ensure_ascii=False) + "\n" for s in samples), encoding="utf-8"
-        )
-        _plot(report, partial / "eval.png")
-        shutil.rmtree(target, ignore_errors=True)
-        partial.rename(target)
-    finally:
-        shutil.rmtree(partial, ignore_errors=True)
+def _write(partial: Path, report: dict, samples: list[dict]) -> None:
+    (partial / "eval.json").write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
+    (partial / "samples.jsonl").write_text(
+        "".join(json.dumps(s, ensure_ascii=False) + "\n" for s in samples), encoding="utf-8"
+    )
+    _plot(report, partial / "eval.png")
 
 
 def _plot(report: dict, path: Path) -> None:
@@ -208,6 +322,8 @@ def _plot(report: dict, path: Path) -> None:
     import matplotlib.pyplot as plt
 
     groups = [name for name in ("task", "retain") if name in report]
+    if not groups:
+        return
     figure, axis = plt.subplots(figsize=(5, 3.2))
     width = 0.35
     for offset, which in ((-width / 2, "base"), (width / 2, "tuned")):

@@ -33,7 +33,7 @@ from .spec import JobSpec, apply_overrides, spec_from_dict
 
 # what `resume --force` may change: more (or fewer) steps, and what is saved at the end
 RESUMABLE_CHANGES = ("training.max_steps", "training.epochs", "output.save")
-NOT_COMPARED = ("output.if_exists",)
+NOT_COMPARED = ("output.if_exists", "eval")  # neither changes what training does
 NODE_WAIT_S = float(os.environ.get("UNIFIER_NODE_WAIT_S", "600"))
 
 
@@ -366,7 +366,44 @@ def _execute(job: Job) -> RunOutcome:
     plot_run_loss(folder, f"{job.spec.name} ({job.backend.name})")
     record["outputs"] = sorted(p.name for p in folder.root.iterdir() if not p.name.startswith("."))
     _finish(folder, record)
+    if job.spec.eval.after_training:
+        record["eval"] = _evaluate_after_training(job)
+        record["outputs"] = sorted(p.name for p in folder.root.iterdir() if not p.name.startswith("."))
+        _finish(folder, record)
     return RunOutcome(run_dir=folder.root, backend=job.backend.name, status="completed", metrics=metrics)
+
+
+def _evaluate_after_training(job: Job) -> dict[str, Any]:
+    """eval.after_training: `unify eval` on the completed run; its summary for run.json. A failure is a warning:
+    the trained model is there either way."""
+    import logging
+
+    from .evaluation import evaluate
+
+    e = job.spec.eval
+    try:
+        report = evaluate(
+            job.folder.root,
+            retain=e.retain or None,
+            samples=e.samples,
+            max_retain_increase=e.max_retain_increase,
+        )
+    except Exception as exc:
+        message = exc.message if isinstance(exc, UserError) else f"{type(exc).__name__}: {exc}"
+        logging.getLogger("unifier").warning(f"eval.after_training failed: {message}")
+        return {"error": message}
+    summary: dict[str, Any] = {"folder": str(job.folder.evaluation)}
+    for name in ("task", "retain"):
+        if name in report:
+            summary[name] = {which: report[name][which]["loss"] for which in ("base", "tuned")}
+    if "retain" in report:
+        summary["forgetting"] = report["retain"]["forgetting"]
+        if report["retain"]["forgetting"]:
+            logging.getLogger("unifier").warning(
+                f"forgetting: the retain loss rose {report['retain']['relative_increase']:.1%} "
+                f"(more than eval.max_retain_increase {e.max_retain_increase:.0%})"
+            )
+    return summary
 
 
 def _divergence(folder: RunFolder) -> str:

@@ -97,6 +97,11 @@ def log_to(path: Path) -> None:
         _capture.log_to(path)
 
 
+def current_log() -> Path | None:
+    """Where captured output goes now (None: a temporary file, or not capturing)."""
+    return _capture.log_path if _capture is not None else None
+
+
 def held_fds() -> tuple[int, ...]:
     """The terminal's descriptor, for child processes that draw unifier's progress."""
     return (_capture.terminal_err,) if _capture is not None else ()

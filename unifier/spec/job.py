@@ -11,6 +11,7 @@ from .adapter import AdapterSpec
 from .base import Section
 from .compute import ComputeSpec
 from .data import DataSpec
+from .evaluation import EvalSpec
 from .model import ModelSpec
 from .output import OutputSpec
 from .quantization import QuantizationSpec
@@ -36,6 +37,7 @@ class JobSpec(Section):
     training: TrainingSpec = Field(default_factory=TrainingSpec, description="Optimisation settings.")
     compute: ComputeSpec = Field(default_factory=ComputeSpec, description="Devices and processes.")
     output: OutputSpec = Field(default_factory=OutputSpec, description="Run folder.")
+    eval: EvalSpec = Field(default_factory=EvalSpec, description="Evaluation when training ends.")
     backend: str = Field(
         "auto",
         json_schema_extra=_backend_enum,
@@ -77,4 +79,9 @@ class JobSpec(Section):
         self.adapter.check_with(self.quantization)
         if self.training.eval_steps and not (self.data.eval or self.data.eval_split):
             raise ValueError("training.eval_steps needs evaluation data: set data.eval or data.eval_split")
+        if self.eval.after_training and not (self.data.eval or self.data.eval_split or self.eval.retain):
+            raise ValueError(
+                "eval.after_training needs something to score: set data.eval or data.eval_split (held-out rows), "
+                "or eval.retain"
+            )
         return self

@@ -162,6 +162,10 @@ def _resolve_relative_paths(spec: JobSpec, base: Path) -> None:
         candidate = base / source.path
         if candidate.exists() or source.path.lower().endswith(DATA_FILE_SUFFIXES):
             source.path = str(candidate.resolve())
+    spec.eval.retain = [
+        path if builtin.is_builtin(path) or Path(path).is_absolute() else str((base / path).resolve())
+        for path in spec.eval.retain
+    ]
     name = spec.model.name_or_path
     if not builtin.is_builtin(name) and not Path(name).is_absolute():
         candidate = base / name
