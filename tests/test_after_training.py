@@ -210,6 +210,8 @@ def test_evalscope_benchmark_on_local_data_base_vs_tuned(tmp_path):
         ("What is the capital of Italy?", "The capital of Italy is Rome."),
     ]
     qa.write_text("".join(json.dumps({"query": q, "response": a}) + "\n" for q, a in rows))
+    bad_rows = tmp_path / "bad.jsonl"
+    bad_rows.write_text(json.dumps({"foo": "bar"}) + "\n")
     out = tmp_path / "run"
     trained = unify(
         "run",
@@ -230,7 +232,8 @@ def test_evalscope_benchmark_on_local_data_base_vs_tuned(tmp_path):
     assert list((out / "eval" / "evalscope" / "tuned" / "reports").rglob("*.json"))
     for args, message in (
         (["--benchmark", "mmlu=x.jsonl"], "--benchmark mmlu: not a benchmark"),
-        (["--benchmark", f"general_qa={tmp_path / 'missing.jsonl'}"], "no such file or folder"),
+        (["--benchmark", f"general_qa={tmp_path / 'missing.jsonl'}"], "expected a local .jsonl file"),
+        (["--benchmark", f"general_qa={bad_rows}"], "a general_qa row needs text fields query and response"),
         (["--benchmark", "general_qa"], "expected NAME=FILE"),
     ):
         bad = unify("eval", str(out), *args)
@@ -244,7 +247,7 @@ def test_benchmark_without_evalscope_installed_says_how_to_install(tmp_path, mon
     from unifier.evaluation import checked_benchmarks
 
     qa = tmp_path / "qa.jsonl"
-    qa.write_text("{}\n")
+    qa.write_text(json.dumps({"query": "Hi?", "response": "Hello."}) + "\n")
     real = importlib.util.find_spec
     monkeypatch.setattr(
         importlib.util, "find_spec", lambda name, *a: None if name == "evalscope" else real(name, *a)
@@ -275,3 +278,110 @@ def test_eval_after_training_writes_eval_and_summarizes_it_in_run_json(tiny_reci
     assert "eval (task): loss" in result.stdout and "eval (retain): loss" in result.stdout
     refused = unify("validate", str(tiny_recipe({"eval.after_training": True}, name="r2.yaml")))
     assert refused.returncode == 2 and "eval.after_training needs something to score" in refused.stderr
+
+
+def test_tool_calls_in_an_answer_are_parsed():
+    from unifier.trained import parse_tool_calls
+
+    answer = (
+        'Let me check.<tool_call>\n{"name": "get_order_status", "arguments": {"order_id": "1042"}}\n</tool_call>'
+        "<tool_call>\nnot json\n</tool_call>"
+    )
+    assert parse_tool_calls(answer) == [
+        {"name": "get_order_status", "arguments": {"order_id": "1042"}},
+        {"unparsed": "not json"},
+    ]
+    assert parse_tool_calls("no calls here") == []
+
+
+def test_chat_with_tools_renders_them_and_refuses_a_bad_tools_file(runs, tmp_path):
+    row = json.loads((ROOT / "examples/data/tool_calls.jsonl").read_text().splitlines()[0])
+    tools = tmp_path / "tools.json"
+    tools.write_text(json.dumps(row["tools"]))
+    result = unify(
+        "chat",
+        str(runs["peft"]),
+        "--prompt",
+        "Where is my order 1042?",
+        "--tools",
+        str(tools),
+        "--max-new-tokens",
+        "4",
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    (tmp_path / "bad.json").write_text('{"tools": 5}')
+    bad = unify("chat", str(runs["peft"]), "--prompt", "hi", "--tools", str(tmp_path / "bad.json"))
+    assert bad.returncode == 2 and "expected a JSON list of tool definitions" in bad.stderr
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_eval_scores_each_backends_adapter(runs, backend):
+    result = unify("eval", str(runs[backend]), "--data", "builtin:tiny-chat", "--samples", "0")
+    assert result.returncode == 0, result.stderr[-2000:]
+    task = json.loads((runs[backend] / "eval" / "eval.json").read_text())["task"]
+    assert task["tuned"]["loss"] < task["base"]["loss"] and task["tuned"]["tokens"] == 700
+
+
+def test_gguf_refuses_an_architecture_it_does_not_convert(runs, tmp_path):
+    import shutil
+
+    folder = tmp_path / "run"
+    shutil.copytree(runs["peft"], folder)
+    other = tmp_path / "gpt2-model"
+    other.mkdir()
+    (other / "config.json").write_text(
+        json.dumps({"model_type": "gpt2", "architectures": ["GPT2LMHeadModel"]})
+    )
+    record = json.loads((folder / "run.json").read_text())
+    record["spec"]["model"]["name_or_path"] = str(other)
+    (folder / "run.json").write_text(json.dumps(record))
+    result = unify("export", str(folder), "--format", "gguf")
+    assert (
+        result.returncode == 2 and "is a 'gpt2' model; unifier converts qwen2, qwen3, llama" in result.stderr
+    )
+    assert not (folder / "export").exists()
+
+
+def test_one_writer_and_user_folders_are_never_touched(runs, tmp_path):
+    """An export or eval while another unifier process holds the run folder is refused; a user's folder that
+    happens to be named like a temporary one survives; a damaged adapter config is an exit-2 error."""
+    import shutil
+
+    from unifier.runfolder import RunFolder
+    from unifier.runlock import RunLock
+
+    folder = tmp_path / "run"
+    shutil.copytree(runs["peft"], folder)
+    with RunLock(RunFolder(folder).lock):
+        for args in (["export", str(folder)], ["eval", str(folder), "--data", "builtin:tiny-chat"]):
+            busy = unify(*args)
+            assert busy.returncode == 2 and "another unify run is writing this folder" in busy.stderr, args
+    mine = tmp_path / "out" / ".merged.partial"
+    mine.mkdir(parents=True)
+    (mine / "notes.txt").write_text("mine")
+    exported = unify("export", str(folder), "--output", str(tmp_path / "out" / "merged"))
+    assert exported.returncode == 0, exported.stderr[-2000:]
+    assert (mine / "notes.txt").read_text() == "mine"
+    assert not [p for p in (tmp_path / "out").iterdir() if p.name.endswith(".partial") and p != mine]
+    (folder / "adapter" / "adapter_config.json").write_text("{not json")
+    damaged = unify("chat", str(folder), "--prompt", "hi")
+    assert damaged.returncode == 2 and "adapter_config.json: not readable JSON" in damaged.stderr
+
+
+def test_forgetting_check_on_a_dpo_run_reads_chat_rows(tmp_path):
+    out = tmp_path / "dpo"
+    run = unify(
+        "run",
+        str(ROOT / "recipes/tiny-cpu-dpo.yaml"),
+        "--backend",
+        "peft",
+        "--set",
+        f"output.dir={out}",
+        "--set",
+        "training.max_steps=4",
+    )
+    assert run.returncode == 0, run.stderr[-2000:]
+    result = unify("eval", str(out), "--retain", "builtin:tiny-retain", "--samples", "0")
+    assert result.returncode == 0, result.stderr[-2000:]
+    report = json.loads((out / "eval" / "eval.json").read_text())
+    assert report["retain"]["tuned"]["rows"] == 16 and "preference_accuracy" in report["task"]["tuned"]

@@ -229,9 +229,11 @@ def validate(
     from .core import checked_backend, choose_backend
     from .data import prepare_data
     from .errors import BackendUnavailable
+    from .evaluation import check_retain_sources
 
     spec = _load(recipe, set_)
     data = prepare_data(spec, read_hub=False)
+    check_retain_sources(spec)
     requested = backend or spec.backend
     chosen = checked_backend(spec, requested, here=False)  # exit 2: that backend can never run this recipe
     if requested == "auto":
@@ -552,15 +554,21 @@ def chat(
     ),
     top_p: float = typer.Option(1.0, "--top-p", min=0.0, max=1.0),
     seed: int = typer.Option(0, "--seed"),
+    tools: Path | None = typer.Option(
+        None, "--tools", help="A JSON file with the tool definitions (OpenAI style) the model may call."
+    ),
 ):
     """Talk to a trained run (base + adapter, the run's chat template), or to a base model with --model.
 
-    Interactive: /reset clears the conversation, /system TEXT sets the system message, /exit leaves."""
+    Interactive: /reset clears the conversation, /system TEXT sets the system message, /exit leaves. With
+    --tools, the tool calls in an answer are printed parsed (on stderr with --prompt)."""
     from .trained import TrainedRun, generate, load_model
 
     if (run_dir is None) == (model is None):
         raise UserError("give a run folder or --model NAME_OR_PATH (one of them)")
-    settings = dict(max_new_tokens=max_new_tokens, temperature=temperature, top_p=top_p, seed=seed)
+    settings = dict(
+        max_new_tokens=max_new_tokens, temperature=temperature, top_p=top_p, seed=seed, tools=_tools(tools)
+    )
     start = [{"role": "system", "content": system}] if system else []
     with terminal.captured():  # the libraries' output goes to a temporary log; answers to the terminal
         run = TrainedRun.open(run_dir) if run_dir is not None else None
@@ -568,8 +576,33 @@ def chat(
         if prompt is not None:
             answer = generate(loaded, tokenizer, [*start, {"role": "user", "content": prompt}], **settings)
             terminal.stdout().write(answer + "\n")
+            _print_tool_calls(answer, terminal.stderr())
             return
         _chat_loop(loaded, tokenizer, start, settings)
+
+
+def _tools(path: Path | None) -> list[dict] | None:
+    """--tools FILE: a JSON list of tool definitions (or {"tools": [...]}, a row of tool-calling data)."""
+    if path is None:
+        return None
+    try:
+        value = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, ValueError) as exc:
+        raise UserError(f"--tools {path}: not a readable JSON file ({exc})") from None
+    value = value.get("tools") if isinstance(value, dict) else value
+    if not isinstance(value, list) or not all(isinstance(tool, dict) for tool in value):
+        raise UserError(f"--tools {path}: expected a JSON list of tool definitions")
+    return value
+
+
+def _print_tool_calls(answer: str, stream) -> None:
+    from .trained import parse_tool_calls
+
+    for call in parse_tool_calls(answer):
+        if "unparsed" in call:
+            stream.write(f"tool call (not valid JSON): {call['unparsed']}\n")
+        else:
+            stream.write(f"tool call: {call['name']} {json.dumps(call['arguments'], ensure_ascii=False)}\n")
 
 
 def _chat_loop(loaded, tokenizer, start: list[dict], settings: dict) -> None:
@@ -593,20 +626,32 @@ def _chat_loop(loaded, tokenizer, start: list[dict], settings: dict) -> None:
         except KeyboardInterrupt:
             break
         if not line or line.strip() == "/exit":
+            screen.write("\n" if not line else "")
             break
         line = line.rstrip("\n")
-        if line.strip() == "/reset":
+        command = line.strip()
+        if not command:
+            continue
+        if command == "/reset":
             conversation = list(start)
             continue
-        if line.startswith("/system "):
-            start = [{"role": "system", "content": line[len("/system ") :]}]
+        if command.startswith("/system"):
+            text = command[len("/system") :].strip()
+            if not text:
+                screen.write("usage: /system TEXT\n")
+                continue
+            start = [{"role": "system", "content": text}]
             conversation = [*start, *[m for m in conversation if m["role"] != "system"]]
+            continue
+        if command.startswith("/"):
+            screen.write(f"unknown command {command.split()[0]} (commands: /reset, /system TEXT, /exit)\n")
             continue
         conversation.append({"role": "user", "content": line})
         screen.write("model> ")
         streamer = TerminalStreamer(tokenizer, skip_prompt=True, skip_special_tokens=True)
         answer = generate(loaded, tokenizer, conversation, streamer=streamer, **settings)
         conversation.append({"role": "assistant", "content": answer})
+        _print_tool_calls(answer, screen)
 
 
 @app.command("eval")
@@ -632,7 +677,7 @@ def eval_(
         None,
         "--benchmark",
         help="An EvalScope benchmark on local data, base vs tuned: general_qa=FILE.jsonl (query/response "
-        "rows) or general_mcq=FILE.jsonl (repeatable; pip install 'unifier[eval]').",
+        "rows; pip install 'unifier[eval]').",
     ),
 ):
     """Held-out loss and perplexity, base vs tuned; a forgetting check on --retain data; answers side by side.

@@ -6,17 +6,18 @@ all tokens of raw text; the chosen answer of a preference pair); the same two nu
 not the training task (a forgetting check: the tuned model's retain loss may rise by at most
 `max_retain_increase`, relative); and greedy answers of base and tuned for the first prompts next to the
 reference. Benchmarks run on EvalScope (the seed document's choice; `swift eval` uses it too) with local
-datasets only: `general_qa` (query/response rows, BLEU and ROUGE) and `general_mcq` (multiple choice,
-accuracy), the base and the tuned model (merged into a temporary folder) under the same settings. Written to
+datasets only: `general_qa` (query/response rows, BLEU and ROUGE), the base and the tuned model (merged into a temporary folder) under the same settings. Written to
 RUN_DIR/eval/ (eval.json, samples.jsonl, eval.png, eval.log, evalscope/) through a temporary folder, so eval/ is
 complete or absent.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import shutil
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -24,7 +25,19 @@ from .errors import UserError
 from .trained import TrainedRun, generate, load_model
 
 DEFAULT_MAX_RETAIN_INCREASE = 0.10
-BENCHMARKS = ("general_qa", "general_mcq")  # EvalScope's local custom-dataset benchmarks
+BENCHMARKS = ("general_qa",)  # EvalScope's local custom QA benchmark (query/response rows)
+
+
+@dataclass(frozen=True)
+class EvalRequest:
+    """What `unify eval` was asked (recorded as eval.json's settings)."""
+
+    data: list[str] | None
+    retain: list[str] | None
+    samples: int
+    max_new_tokens: int
+    max_retain_increase: float
+    benchmarks: dict[str, str]
 
 
 def evaluate(
@@ -36,67 +49,64 @@ def evaluate(
     max_new_tokens: int = 48,
     max_retain_increase: float = DEFAULT_MAX_RETAIN_INCREASE,
     benchmarks: dict[str, str] | None = None,
+    lock: bool = True,
 ) -> dict[str, Any]:
-    """The report (also written to RUN_DIR/eval/eval.json). benchmarks: {EvalScope benchmark: local file}."""
+    """The report (also written to RUN_DIR/eval/eval.json). benchmarks: {EvalScope benchmark: local file}.
+    lock=False: the caller holds the run folder's lock (`unify run` with eval.after_training)."""
+    from .runlock import RunLock
+
     run = TrainedRun.open(run_dir)
-    benchmarks = checked_benchmarks(benchmarks or {})
-    # a run without eval data is evaluated on the retain set and the benchmarks alone
-    alone = (benchmarks or retain) and not data and not _has_eval_data(run)
-    task_rows = None if alone else _rows(run, data, "eval")
-    retain_rows = _rows(run, retain, "retain") if retain else None
-    partial = run.folder.evaluation.with_name(".eval.partial")
-    shutil.rmtree(partial, ignore_errors=True)
-    partial.mkdir()
+    request = EvalRequest(
+        _absolute(data), _absolute(retain), samples, max_new_tokens, max_retain_increase, benchmarks or {}
+    )
+    held = RunLock(run.folder.lock).acquire() if lock else None
     try:
-        report = _evaluate(
-            run,
-            partial,
-            data,
-            retain,
-            task_rows,
-            retain_rows,
-            samples,
-            max_new_tokens,
-            max_retain_increase,
-            benchmarks,
-        )
-        shutil.rmtree(run.folder.evaluation, ignore_errors=True)
+        return _evaluate_locked(run, request)
+    finally:
+        if held is not None:
+            held.release()
+
+
+def _absolute(files: list[str] | None) -> list[str] | None:
+    return [f if f.startswith("builtin:") else str(Path(f).absolute()) for f in files] if files else None
+
+
+def _evaluate_locked(run: TrainedRun, request: EvalRequest) -> dict[str, Any]:
+    import tempfile
+
+    if run.folder.evaluation.exists() and not run.folder.evaluation.is_dir():
+        raise UserError(f"{run.folder.evaluation}: a file is in the way of the eval folder")
+    request = dataclasses.replace(request, benchmarks=checked_benchmarks(request.benchmarks))
+    # a run without eval data is evaluated on the retain set and the benchmarks alone
+    alone = (request.benchmarks or request.retain) and not request.data and not _has_eval_data(run)
+    task_rows = None if alone else _rows(run, request.data, "eval")
+    retain_rows = _rows(run, request.retain, "retain") if request.retain else None
+    partial = Path(tempfile.mkdtemp(prefix=".eval.", suffix=".partial", dir=run.folder.root))
+    try:
+        report = _evaluate(run, partial, request, task_rows, retain_rows)
+        if run.folder.evaluation.is_dir():
+            shutil.rmtree(run.folder.evaluation)
         partial.rename(run.folder.evaluation)
     finally:
         shutil.rmtree(partial, ignore_errors=True)
     return report
 
 
-def _evaluate(
-    run,
-    partial,
-    data,
-    retain,
-    task_rows,
-    retain_rows,
-    samples,
-    max_new_tokens,
-    max_retain_increase,
-    benchmarks,
-):
+def _evaluate(run: TrainedRun, partial: Path, request: EvalRequest, task_rows, retain_rows) -> dict[str, Any]:
     from . import terminal
 
-    if (
-        terminal.current_log() is None
-    ):  # `unify eval` keeps the terminal quiet: the libraries' output goes here
+    if terminal.current_log() is None:  # `unify eval`: the libraries' output goes to eval/eval.log
         terminal.log_to(partial / "eval.log")
+    samples, max_new_tokens = request.samples, request.max_new_tokens
+    max_retain_increase, benchmarks = request.max_retain_increase, request.benchmarks
     report: dict[str, Any] = {
         "run": str(run.folder.root),
         "backend": run.record.get("backend"),
         "settings": {
-            "data": data or [str(run.folder.data_file("eval"))],
-            "retain": retain,
-            "samples": samples,
-            "max_new_tokens": max_new_tokens,
+            **dataclasses.asdict(request),
+            "data": request.data or ([str(run.folder.data_file("eval"))] if task_rows is not None else None),
             "max_seq_length": run.spec.model.max_seq_length,
             "decoding": "greedy",
-            "max_retain_increase": max_retain_increase,
-            "benchmarks": benchmarks,
         },
     }
     prompts = [(p, r) for p, r in map(_prompt_and_reference, (task_rows or [])[:samples]) if p is not None]
@@ -126,7 +136,8 @@ def _evaluate(
 
 
 def checked_benchmarks(benchmarks: dict[str, str]) -> dict[str, str]:
-    """Known EvalScope benchmarks on local files (a .jsonl file or a folder of them), EvalScope installed."""
+    """Known EvalScope benchmarks on local .jsonl files whose rows have the benchmark's keys, EvalScope
+    installed: all checked before any model loads."""
     import importlib.util
 
     checked = {}
@@ -137,16 +148,41 @@ def checked_benchmarks(benchmarks: dict[str, str]) -> dict[str, str]:
                 + " or ".join(f"{b}=FILE.jsonl" for b in BENCHMARKS)
             )
         local = Path(path)
-        if not local.exists():
+        if not local.is_file() or local.suffix != ".jsonl":
             raise UserError(
-                f"--benchmark {name}={path}: no such file or folder (EvalScope reads local data here)"
+                f"--benchmark {name}={path}: expected a local .jsonl file (EvalScope reads it here)"
             )
+        _check_benchmark_rows(name, local)
         checked[name] = str(local.absolute())
     if checked and importlib.util.find_spec("evalscope") is None:
         raise UserError(
             "--benchmark needs EvalScope, which is not installed", hint="pip install 'unifier[eval]'"
         )
     return checked
+
+
+def _check_benchmark_rows(name: str, path: Path) -> None:
+    """general_qa rows: {"query": text, "response": text} (EvalScope's custom QA format)."""
+    try:
+        lines = [line for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+    except (OSError, UnicodeDecodeError) as exc:
+        raise UserError(f"{path}: not readable ({exc})") from None
+    if not lines:
+        raise UserError(f"{path}: no rows")
+    for number, line in enumerate(lines, start=1):
+        try:
+            row = json.loads(line)
+        except ValueError:
+            raise UserError(f"{path}:{number}: not JSON") from None
+        if not (
+            isinstance(row, dict)
+            and isinstance(row.get("query"), str)
+            and isinstance(row.get("response"), str)
+        ):
+            raise UserError(
+                f"{path}:{number}: a {name} row needs text fields query and response",
+                hint='e.g. {"query": "What is the capital of France?", "response": "Paris."}',
+            )
 
 
 def run_benchmarks(run: TrainedRun, partial: Path, benchmarks: dict[str, str], max_new_tokens: int) -> dict:
@@ -172,8 +208,7 @@ def _evalscope(model: str, model_id: str, work_dir: Path, benchmarks: dict[str, 
     dataset_args = {}
     for name, path in benchmarks.items():
         local = Path(path)
-        folder, subset = (local, None) if local.is_dir() else (local.parent, local.stem)
-        dataset_args[name] = {"local_path": str(folder), **({"subset_list": [subset]} if subset else {})}
+        dataset_args[name] = {"local_path": str(local.parent), "subset_list": [local.stem]}
     task = TaskConfig(
         model=model,
         model_id=model_id,
@@ -277,6 +312,21 @@ def _prompt_and_reference(row: dict) -> tuple[list[dict] | None, str | None]:
     return None, None
 
 
+def check_retain_sources(spec) -> None:
+    """eval.retain must name data that is here (before training: the eval at the end would fail)."""
+    from .builtin import unknown_builtin
+
+    for path in spec.eval.retain:
+        problem = unknown_builtin(path)
+        if problem:
+            raise UserError(f"eval.retain: {problem}")
+        if not path.startswith("builtin:") and not Path(path).is_file():
+            raise UserError(
+                f"eval.retain: {path} is not a local file",
+                hint="relative paths resolve against the recipe's folder; builtin:tiny-retain is shipped",
+            )
+
+
 def _has_eval_data(run: TrainedRun) -> bool:
     path = run.folder.data_file("eval")
     return path.is_file() and bool(path.read_text(encoding="utf-8").strip())
@@ -295,15 +345,19 @@ def _rows(run: TrainedRun, files: list[str] | None, role: str) -> list[dict]:
     from .data import prepare_data
 
     raw = run.spec.model_dump(mode="json")
+    if role == "retain":  # general data (chat or text rows), whatever the run trained on
+        raw["training"]["method"] = "sft"
+        raw["training"].pop("dpo", None)
     raw["data"]["train"] = [
         {"path": f if f.startswith("builtin:") else str(Path(f).absolute()), "format": "auto"} for f in files
     ]
     raw["data"]["eval"], raw["data"]["eval_split"], raw["data"]["shuffle"] = [], 0.0, False
     from .spec import spec_from_dict
 
-    data = prepare_data(spec_from_dict(raw, source=f"--{role}"), read_hub=False)
+    option = "--data" if role == "eval" else "--retain"
+    data = prepare_data(spec_from_dict(raw, source=option), read_hub=False)
     if data.skipped_sources:
-        raise UserError(f"--{role}: {data.skipped_sources[0]} is not a local file", hint="give local files")
+        raise UserError(f"{option}: {data.skipped_sources[0]} is not a local file", hint="give local files")
     return data.train
 
 

@@ -48,6 +48,43 @@ def export(
     run = TrainedRun.open(run_dir)
     converter = _checked_for_gguf(run) if fmt == "gguf" else None
     target = Path(output).absolute() if output else run.folder.export(fmt)
+    from .runlock import RunLock
+
+    with RunLock(
+        run.folder.lock
+    ):  # one writer: a second export (or a run, or an eval) of this folder waits out
+        _check_target(target, force)
+        created = [p for p in (target.parent, *target.parent.parents) if not p.exists()]
+        try:
+            target.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise UserError(
+                f"{target.parent}: cannot create the export's folder ({exc.strerror or exc})"
+            ) from None
+        partial = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".partial", dir=target.parent))
+        try:
+            if converter is None:
+                _write_merged(run, partial, dtype or run.spec.model.dtype)
+            else:
+                _write_gguf(run, partial, converter, quant)
+            (partial / OWNED_MARK).write_text(f"{fmt} export of {run.folder.root}\n", encoding="utf-8")
+            if target.exists():
+                shutil.rmtree(target)
+            partial.rename(target)
+        finally:
+            shutil.rmtree(partial, ignore_errors=True)
+            for folder in created:  # an export that failed leaves no empty folder behind
+                if folder.is_dir() and not any(folder.iterdir()):
+                    folder.rmdir()
+    return target
+
+
+def _check_target(target: Path, force: bool) -> None:
+    if target.exists() and not target.is_dir():
+        raise UserError(f"{target}: a file is in the way", hint="give another --output")
+    blocking = next((p for p in target.parents if p.exists() and not p.is_dir()), None)
+    if blocking is not None:
+        raise UserError(f"{blocking}: a file, not a folder (in --output {target})")
     if target.exists():
         owned = (target / OWNED_MARK).is_file()
         if not force or not owned:
@@ -57,21 +94,6 @@ def export(
                 if owned
                 else "give another --output (unifier replaces only an export it wrote)",
             )
-    target.parent.mkdir(parents=True, exist_ok=True)
-    partial = target.with_name(f".{target.name}.partial")
-    shutil.rmtree(partial, ignore_errors=True)
-    try:
-        if converter is None:
-            _write_merged(run, partial, dtype or run.spec.model.dtype)
-        else:
-            _write_gguf(run, partial, converter, quant)
-        (partial / OWNED_MARK).write_text(f"{fmt} export of {run.folder.root}\n", encoding="utf-8")
-        if target.exists():
-            shutil.rmtree(target)
-        partial.rename(target)
-    finally:
-        shutil.rmtree(partial, ignore_errors=True)
-    return target
 
 
 def _write_merged(run: TrainedRun, folder: Path, dtype: str) -> None:
@@ -131,8 +153,7 @@ def _checked_for_gguf(run: TrainedRun) -> Path:
 
 def _write_gguf(run: TrainedRun, folder: Path, converter: Path, quant: str) -> None:
     """Merge into a scratch folder, then llama.cpp's converter writes model.gguf (its output: convert.log)."""
-    folder.mkdir(parents=True)
-    with tempfile.TemporaryDirectory(dir=folder.parent) as scratch:
+    with tempfile.TemporaryDirectory(dir=folder) as scratch:  # inside the partial folder: removed with it
         merged = Path(scratch) / "hf-model"  # the merged model the converter reads
         _write_merged(run, merged, "float32" if quant == "f32" else run.spec.model.dtype)
         pre = KNOWN_PRETOKENIZERS.get(run.spec.model.name_or_path, "")
@@ -141,10 +162,10 @@ def _write_gguf(run: TrainedRun, folder: Path, converter: Path, quant: str) -> N
         result = subprocess.run(command, capture_output=True, text=True)
         (folder / "convert.log").write_text(result.stdout + result.stderr, encoding="utf-8")
         if result.returncode != 0:
-            lines = [line for line in result.stderr.splitlines() if line.strip()]
+            lines = [line for line in result.stderr.splitlines() if line.strip()][-12:]
             raise UserError(
-                "llama.cpp's converter refused the model: "
-                + (lines[-1] if lines else f"exit code {result.returncode}"),
+                f"llama.cpp's converter refused the model (exit code {result.returncode}):\n  "
+                + "\n  ".join(lines or ["(it printed nothing)"]),
                 hint="`unify export --format merged` works for any model",
             )
 

@@ -57,6 +57,7 @@ class RunFolder:
         "logs",
         "probe",
         "eval",
+        ".eval.partial",
         "export",
     )
 

@@ -119,7 +119,10 @@ def prepare(spec: JobSpec, backend: str | None = None, *, recipe: str | None = N
 
 def _planned_job(spec: JobSpec, chosen, folder: RunFolder, *, quiet: bool) -> Job:
     """Every check and the plan, before anything is written: secrets, data, the model folder, tokens."""
+    from .evaluation import check_retain_sources
+
     _check_secret_variables(spec)
+    check_retain_sources(spec)
     data = prepare_data(spec, progress=not quiet)
     info = model_for_run(spec)
     token_summary = _checked_tokens(spec, data, info)
@@ -384,6 +387,7 @@ def _evaluate_after_training(job: Job) -> dict[str, Any]:
     try:
         report = evaluate(
             job.folder.root,
+            lock=False,  # `unify run` holds the folder's lock
             retain=e.retain or None,
             samples=e.samples,
             max_retain_increase=e.max_retain_increase,

@@ -4,6 +4,8 @@ whichever backend trained them."""
 
 from __future__ import annotations
 
+import json
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -23,8 +25,11 @@ class TrainedRun:
     def open(cls, run_dir: str | Path) -> TrainedRun:
         folder = RunFolder(Path(run_dir))
         if not folder.root.is_dir():
-            raise UserError(f"{folder.root}: no such folder", hint="give a run folder written by `unify run`")
+            what = "a file, not a run folder" if folder.root.exists() else "no such folder"
+            raise UserError(f"{folder.root}: {what}", hint="give a run folder written by `unify run`")
         record = folder.read_record()
+        if not isinstance(record.get("spec"), dict):
+            raise UserError(f"{folder.run_json}: not a unifier run record (no spec)")
         status = record.get("status")
         if status != "completed":
             raise UserError(
@@ -35,8 +40,13 @@ class TrainedRun:
             )
         spec = spec_from_dict(record["spec"], source=f"{folder.run_json} (spec)")
         run = cls(folder=folder, record=record, spec=spec)
-        if not (run.weights / ("adapter_config.json" if run.is_adapter else "config.json")).is_file():
+        config = run.weights / ("adapter_config.json" if run.is_adapter else "config.json")
+        if not config.is_file():
             raise UserError(f"{run.weights}: the trained weights are missing from the run folder")
+        try:
+            json.loads(config.read_text(encoding="utf-8"))
+        except (OSError, UnicodeDecodeError, ValueError) as exc:
+            raise UserError(f"{config}: not readable JSON ({exc}); the run folder is damaged") from None
         return run
 
     @property
@@ -62,6 +72,24 @@ class TrainedRun:
         return Path(path).read_text(encoding="utf-8") if path else None
 
 
+def base_model_location(ref: str) -> str:
+    """A base model for `unify chat --model`: a builtin, a local folder, or a hub model in the local cache."""
+    from .builtin import ensure_model, unknown_builtin
+    from .model_info import read_model_info
+
+    problem = unknown_builtin(ref)
+    if problem:
+        raise UserError(f"--model {ref}: {problem}")
+    ensure_model(ref)
+    info = read_model_info(ref)
+    if not info.is_local or info.config is None:
+        raise UserError(
+            f"--model {ref}: not a local model folder, and not in the local hub cache",
+            hint="give a folder with config.json, or download the model first",
+        )
+    return info.location
+
+
 def load_model(run: TrainedRun | None, *, tuned: bool = True, model_ref: str | None = None):
     """(model, tokenizer) in eval mode: the run's tuned model (base + adapter, or its full weights), the run's
     base (tuned=False), or a base model by name (model_ref, with the ChatML template unless it has its own)."""
@@ -69,17 +97,8 @@ def load_model(run: TrainedRun | None, *, tuned: bool = True, model_ref: str | N
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     if run is None:
-        from .builtin import ensure_model
-        from .model_info import read_model_info
-
-        ensure_model(model_ref)
-        location, dtype, revision, trust, template = (
-            read_model_info(model_ref).location,
-            "float32",
-            None,
-            False,
-            None,
-        )
+        location = base_model_location(model_ref)
+        dtype, revision, trust, template = "float32", None, False, None
     else:
         m = run.spec.model
         location = str(run.weights) if tuned and not run.is_adapter else run.base
@@ -116,6 +135,7 @@ def generate(
     top_p: float = 1.0,
     seed: int = 0,
     streamer=None,
+    tools: list[dict] | None = None,
 ) -> str:
     """One assistant answer: greedy at temperature 0 (so the same run prints the same text), sampled otherwise,
     seeded either way."""
@@ -124,7 +144,7 @@ def generate(
 
     set_seed(seed)
     inputs = tokenizer.apply_chat_template(
-        messages, add_generation_prompt=True, return_tensors="pt", return_dict=True
+        messages, tools=tools or None, add_generation_prompt=True, return_tensors="pt", return_dict=True
     ).to(model.device)
     sampling = (
         {"do_sample": True, "temperature": temperature, "top_p": top_p}
@@ -140,3 +160,25 @@ def generate(
             **sampling,
         )
     return tokenizer.decode(out[0, inputs["input_ids"].shape[1] :], skip_special_tokens=True)
+
+
+TOOL_CALL = re.compile(r"<tool_call>\s*(.*?)\s*</tool_call>", re.S)
+
+
+def parse_tool_calls(answer: str) -> list[dict[str, Any]]:
+    """The tool calls in an answer, as the chat template writes them (`<tool_call>{"name", "arguments"}
+    </tool_call>`, Hermes style); a call that is not valid JSON is kept as {"unparsed": text}."""
+    import json
+
+    calls = []
+    for raw in TOOL_CALL.findall(answer):
+        try:
+            call = json.loads(raw)
+        except ValueError:
+            calls.append({"unparsed": raw})
+            continue
+        if isinstance(call, dict) and "name" in call:
+            calls.append({"name": call["name"], "arguments": call.get("arguments", {})})
+        else:
+            calls.append({"unparsed": raw})
+    return calls
