@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 PIP := $(PY) -m pip
 STAMP := $(VENV)/.unifier-installed
 
-.PHONY: setup demo lint test test-fast mutation gpu-check clean
+.PHONY: setup demo lint test test-fast mutation gpu-check bench clean
 
 setup: $(STAMP)
 
@@ -38,6 +38,10 @@ mutation: setup
 
 gpu-check: setup
 	bash tests/gpu/run_gpu_checks.sh
+
+# the CPU benchmarks (bench/README.md): about 13 minutes on 2 cores; rewrites bench/RESULTS.md
+bench: setup
+	$(PY) -m bench
 
 clean:
 	rm -rf runs unsloth_compiled_cache .pytest_cache

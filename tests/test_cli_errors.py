@@ -106,12 +106,12 @@ def test_light_commands_import_no_torch(tiny_recipe, command):
 
 
 def test_validate_counts_tokens_without_torch(tiny_recipe, tiny_model_dir):
-    """Token statistics read tokenizer.json with `tokenizers` and render with transformers' chat-template code
-    (its utils, not its models): no torch, no trainer library."""
+    """Token statistics read tokenizer.json with `tokenizers` and render with jinja2 (unifier/data/chat_render.py):
+    no torch, no transformers, no trainer library."""
     probe = (
         "import sys\nfrom unifier.cli import app\n"
         f"try:\n    app(['validate', {str(tiny_recipe())!r}])\nexcept SystemExit as exc:\n    code = exc.code\n"
-        "heavy = sorted(m for m in ('torch', 'trl', 'peft', 'swift', 'unsloth', 'datasets') if m in sys.modules)\n"
+        "heavy = sorted(m for m in ('torch', 'transformers', 'trl', 'peft', 'swift', 'unsloth', 'datasets') if m in sys.modules)\n"
         "print('HEAVY=' + ','.join(heavy))\nsys.exit(code or 0)\n"
     )
     result = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True)

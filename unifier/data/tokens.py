@@ -1,7 +1,7 @@
 """Token statistics of the normalized rows with the recipe's tokenizer and chat template, without torch.
 
-The rows are rendered with transformers' own chat-template renderer (the one apply_chat_template uses,
-`{% generation %}` marks included) and tokenized with the `tokenizers` library from tokenizer.json, the
+The rows are rendered with a jinja2 environment built as transformers' apply_chat_template builds it
+(unifier/data/chat_render.py, `{% generation %}` marks included) and tokenized with the `tokenizers` library from tokenizer.json, the
 way trl tokenizes them: so the counts of trained tokens, and of rows whose trained tokens all lie past
 max_seq_length (right truncation), are those the trainers will see. tests/test_tokens.py checks them
 against what the trainer recorded (the parity probe).
@@ -87,19 +87,14 @@ class LightTokenizer:
         self, messages: list[dict], tools: list | None, add_generation_prompt: bool = False
     ) -> tuple[list, list]:
         """(token ids, assistant mask) as apply_chat_template(..., return_assistant_tokens_mask=True) gives them."""
-        from transformers.utils.chat_template_utils import render_jinja_template
+        from .chat_render import render_with_assistant_spans
 
-        rendered, indices = render_jinja_template(
-            conversations=[messages],
-            tools=tools or None,
-            chat_template=self.chat_template,
-            return_assistant_tokens_mask=True,
-            add_generation_prompt=add_generation_prompt,
-            **self.special,
+        rendered, spans = render_with_assistant_spans(
+            self.chat_template, messages, tools or None, add_generation_prompt, **self.special
         )
-        encoding = self.tokenizer.encode(rendered[0], add_special_tokens=False)
+        encoding = self.tokenizer.encode(rendered, add_special_tokens=False)
         mask = [0] * len(encoding.ids)
-        for start, end in indices[0]:
+        for start, end in spans:
             first, last = encoding.char_to_token(start), encoding.char_to_token(end - 1)
             if first is None:
                 break
