@@ -34,6 +34,7 @@ def main() -> None:
     parser.add_argument("--throughput-steps", type=int, default=200)
     parser.add_argument("--rows", type=int, default=100_000, help="generated rows per data format")
     parser.add_argument("--work", default=str(ROOT / "runs" / "bench"))
+    parser.add_argument("--note", default="", help="a line for RESULTS.md about how this run was made")
     args = parser.parse_args()
     only = [s.strip() for s in args.only.split(",") if s.strip()]
     unknown = sorted(set(only) - set(SECTIONS))
@@ -62,9 +63,10 @@ def main() -> None:
         "date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
         "commit": git_commit(),
         "machine": machine(),
-        "command": "make bench" if only == list(SECTIONS) else f"python -m bench --only {','.join(only)}",
+        "command": "make bench" if sys.argv[1:] == [] else "python -m bench " + " ".join(sys.argv[1:]),
         "minutes": round((time.perf_counter() - started) / 60, 1),
         "sections_run": only,
+        "note": args.note,
     }
     write_results(results)
     print(f"wrote {RESULTS_JSON.relative_to(ROOT)} and bench/RESULTS.md ({results['meta']['minutes']} min)")

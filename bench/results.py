@@ -276,6 +276,7 @@ def render(results: dict, gpu: dict | None) -> str:
         + (f", {m['gpu']}" if m.get("gpu") else ", no GPU")
         + ". Raw numbers: bench/results.json. Timings are of this machine only: compare the ratios.",
         "",
+        *([f"**Note:** {meta['note']}", ""] if meta.get("note") else []),
     ]
     sections = (
         ("overhead", overhead_section),
