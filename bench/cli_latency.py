@@ -10,7 +10,6 @@ than the interpreter's own start.
 from __future__ import annotations
 
 import argparse
-import json
 import statistics
 import subprocess
 import sys
@@ -73,7 +72,6 @@ def main() -> None:
         print(
             f"{row['command']:<16} {row['median_s'] * 1000:7.0f} ms  (+{row['over_python_s'] * 1000:.0f} ms)"
         )
-    print(json.dumps(result)[:0], end="")
 
 
 if __name__ == "__main__":
