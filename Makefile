@@ -27,11 +27,15 @@ lint: setup
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
 
-test: lint
-	$(VENV)/bin/python -m pytest -q -p no:cacheprovider
+# two pytest-xdist workers (2 cores); every scenario is trained once per session and shared (tests/conftest.py)
+PYTEST := $(VENV)/bin/python -m pytest -q -p no:cacheprovider -n 2 --durations=15
 
+test: lint
+	$(PYTEST)
+
+# nothing that trains: a test without the slow mark that starts a trainer fails (tests/tier_guard/)
 test-fast: lint
-	$(VENV)/bin/python -m pytest -q -p no:cacheprovider -m "not slow"
+	$(PYTEST) -m "not slow"
 
 mutation: setup
 	$(VENV)/bin/python tests/mutation/run_mutation.py

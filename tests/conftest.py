@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -18,6 +20,14 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 os.environ.setdefault("UNSLOTH_COMPILE_DISABLE", "0")
+
+from .tier_guard.plugin import (  # noqa: E402  the fast tier's guard (tests/test_tiers.py)
+    pytest_runtest_call,
+    pytest_runtest_setup,
+    pytest_runtest_teardown,
+)
+
+__all__ = ["pytest_runtest_call", "pytest_runtest_setup", "pytest_runtest_teardown"]
 
 
 def unify(
@@ -65,31 +75,214 @@ def tiny_model_dir() -> Path:
 
 
 REFERENCE_STEPS = 20
+BACKENDS = ("peft", "swift", "unsloth")
+FAKE_TOKEN = "hf_FAKEfakeFAKEfakeFAKEfake0123456789"
+SECRET_ENV = {"HF_TOKEN": FAKE_TOKEN, "WANDB_API_KEY": "wandb" + "0" * 36}
+
+
+def shared_root(tmp_path_factory) -> Path:
+    """One folder for the whole session, the same for every pytest-xdist worker (their base folders are
+    siblings), so a scenario is trained once per session, not once per worker."""
+    base = tmp_path_factory.getbasetemp()
+    return (base.parent if os.environ.get("PYTEST_XDIST_WORKER") else base) / "shared"
+
+
+def once(tmp_path_factory, name: str, build) -> dict:
+    """build(folder) -> a JSON-able result, computed by the first worker that asks; the others wait for it."""
+    from filelock import FileLock
+
+    root = shared_root(tmp_path_factory)
+    root.mkdir(parents=True, exist_ok=True)
+    folder, done = root / name, root / f"{name}.json"
+    with FileLock(str(root / f"{name}.lock")):
+        if done.is_file():
+            return json.loads(done.read_text())
+        folder.mkdir(exist_ok=True)
+        result = build(folder)
+        done.write_text(json.dumps(result))
+        return result
+
+
+@dataclass
+class Scenario:
+    """One recipe trained once per session on every backend by the real `unify compare` (each backend in its
+    own process, parity probe on). Tests assert on these folders; a test that writes into a run folder (eval,
+    export take its lock) works on `copy_of(...)`, so tests on other workers never see its changes."""
+
+    code: int
+    report: dict
+    log: str
+    runs: dict[str, Path]
+    terminal: dict[str, str]  # what each backend's `unify run` printed (compare keeps it as BACKEND.log)
+    recipe: Path
+    cwd: Path  # the folder the runs were started in (nothing may be written there)
+
+    def run(self, backend: str) -> Path:
+        assert self.code in (0, 1) and backend in self.runs, self.log[-4000:]
+        return self.runs[backend]
+
+
+def compare_scenario(
+    tmp_path_factory, name: str, raw: dict, *, backends=BACKENDS, env: dict | None = None
+) -> Scenario:
+    def build(folder: Path) -> dict:
+        recipe = write_recipe(folder, raw)
+        output, cwd = folder / "compare", folder / "cwd"
+        cwd.mkdir()
+        result = unify(
+            "compare", str(recipe), "--backends", ",".join(backends), "--output", str(output),
+            cwd=cwd, timeout=1800, env=env,
+        )  # fmt: skip
+        report_file = output / "compare.json"
+        report = json.loads(report_file.read_text()) if report_file.is_file() else {}
+        return {
+            "code": result.returncode,
+            "report": report,
+            "log": result.stdout + result.stderr,
+            "runs": {run["backend"]: run["folder"] for run in report.get("runs", [])},
+            "terminal": {
+                b: (output / f"{b}.log").read_text() for b in backends if (output / f"{b}.log").is_file()
+            },
+            "recipe": str(recipe),
+            "cwd": str(cwd),
+        }
+
+    result = once(tmp_path_factory, name, build)
+    return Scenario(
+        code=result["code"],
+        report=result["report"],
+        log=result["log"],
+        runs={b: Path(f) for b, f in result["runs"].items()},
+        terminal=result["terminal"],
+        recipe=Path(result["recipe"]),
+        cwd=Path(result["cwd"]),
+    )
+
+
+def copy_of(folder: Path, into: Path) -> Path:
+    """A private copy of a shared run folder, for a test that writes into it."""
+    target = into / folder.name
+    shutil.copytree(folder, target)
+    return target
+
+
+def recipe_with(base: str = "tiny-cpu-sft.yaml", **changes) -> dict:
+    """A shipped recipe with dotted changes (`training__max_steps=20`)."""
+    raw = load_recipe(base)
+    for dotted, value in changes.items():
+        node = raw
+        *parents, last = dotted.split("__")
+        for part in parents:
+            node = node.setdefault(part, {})
+        node[last] = value
+    return raw
+
+
+TEXT_CORPUS = [{"text": f"The capital of country {i} is city {i}. It has {3 * i} rivers."} for i in range(40)]
 
 
 @pytest.fixture(scope="session")
-def reference_runs(tmp_path_factory):
-    """The tiny recipe, 20 steps, trained once per test session on every backend by `unify compare` (each in its
-    own process, parity probe on): (exit code, compare.json, log, {backend: run folder}). The parity suite checks
-    it; the resume tests compare their resumed runs with it (probe and checkpoint settings do not change
-    training)."""
-    folder = tmp_path_factory.mktemp("reference")
-    raw = load_recipe()
-    raw["training"]["max_steps"] = REFERENCE_STEPS
-    recipe = write_recipe(folder, raw)
-    result = unify(
-        "compare",
-        str(recipe),
-        "--backends",
-        "peft,swift,unsloth",
-        "--output",
-        str(folder / "compare"),
-        timeout=1200,
+def reference_runs(tmp_path_factory) -> Scenario:
+    """LoRA on the bundled chat data (single- and multi-turn, system prompts), REFERENCE_STEPS steps, with
+    tensorboard logging and a secret passed by reference (`${HF_TOKEN}`, set in the environment). The parity,
+    backend, logging, secrets, resume and after-training tests all assert on these runs."""
+    raw = recipe_with(
+        training__max_steps=REFERENCE_STEPS,
+        output__report_to=["tensorboard"],
+        backend_options={
+            "peft": {"trainer_args": {"hub_token": "${HF_TOKEN}"}},
+            "swift": {"hub_token": "${HF_TOKEN}"},
+        },
     )
-    report_file = folder / "compare" / "compare.json"
-    report = json.loads(report_file.read_text()) if report_file.is_file() else {}
-    runs = {run["backend"]: Path(run["folder"]) for run in report.get("runs", [])}
-    return result.returncode, report, result.stdout + result.stderr, runs
+    return compare_scenario(tmp_path_factory, "lora", raw, env=SECRET_ENV)
+
+
+QLORA_STEPS = 20
+
+
+@pytest.fixture(scope="session")
+def qlora_runs(tmp_path_factory) -> Scenario:
+    """QLoRA (NF4) with gradient checkpointing, evaluation every 2 steps on a held-out tenth (bitsandbytes'
+    CPU repacking after an evaluation must not break training) and a merged save."""
+    raw = recipe_with(
+        "tiny-cpu-qlora.yaml",
+        training__max_steps=QLORA_STEPS,
+        training__gradient_checkpointing=True,
+        training__eval_steps=2,
+        data__eval_split=0.1,
+        output__save="both",
+    )
+    return compare_scenario(tmp_path_factory, "qlora", raw)
+
+
+FULL_STEPS = 12  # training.epochs 2 over 24 rows at batch 4
+
+
+def two_format_sources(folder: Path) -> dict:
+    """12 two-turn sharegpt chats (a JSON array) and 12 alpaca instructions (JSONL)."""
+    sharegpt = folder / "chats.json"
+    chats = [
+        {
+            "conversations": [
+                {"from": "system", "value": "You answer briefly."},
+                {"from": "human", "value": f"How many legs does animal {i} have?"},
+                {"from": "gpt", "value": f"Animal {i} has {i % 5 + 2} legs."},
+                {"from": "human", "value": "And wings?"},
+                {"from": "gpt", "value": "No wings." if i % 2 else "Two wings."},
+            ]
+        }
+        for i in range(12)
+    ]
+    sharegpt.write_text(json.dumps(chats))
+    alpaca = folder / "instructions.jsonl"
+    sums = [
+        {"instruction": "Add the numbers.", "input": f"{i} and {i + 3}", "output": f"The sum is {2 * i + 3}."}
+        for i in range(12)
+    ]
+    alpaca.write_text("".join(json.dumps(row) + "\n" for row in sums))
+    return {
+        "train": [{"path": str(sharegpt), "format": "sharegpt"}, {"path": str(alpaca), "format": "alpaca"}]
+    }
+
+
+@pytest.fixture(scope="session")
+def full_runs(tmp_path_factory) -> Scenario:
+    """Full fine-tuning on two sources of two formats (sharegpt, alpaca) for training.epochs 2 (no max_steps):
+    unifier writes both passes, each shuffled with data.seed and the pass, and every backend reads them in file
+    order."""
+    sources = once(tmp_path_factory, "two-format-sources", two_format_sources)["train"]
+    raw = recipe_with(adapter__type="full", training__learning_rate=1e-3, data__train=sources)
+    raw["training"].pop("max_steps")
+    raw["training"]["epochs"] = 2
+    return compare_scenario(tmp_path_factory, "full", raw)
+
+
+DPO_STEPS = 30
+
+
+@pytest.fixture(scope="session")
+def dpo_runs(tmp_path_factory) -> Scenario:
+    """recipes/tiny-cpu-dpo.yaml as shipped (a quarter of the pairs held out), with a merged save."""
+    raw = recipe_with("tiny-cpu-dpo.yaml", output__save="both")
+    assert raw["training"]["max_steps"] == DPO_STEPS
+    return compare_scenario(tmp_path_factory, "dpo", raw)
+
+
+TEXT_STEPS = 20
+
+
+@pytest.fixture(scope="session")
+def text_runs(tmp_path_factory) -> Scenario:
+    """Raw text (continued pre-training): no chat markup, loss on every token."""
+
+    def corpus(folder: Path) -> dict:
+        path = folder / "corpus.jsonl"
+        path.write_text("".join(json.dumps(row) + "\n" for row in TEXT_CORPUS))
+        return {"path": str(path)}
+
+    path = once(tmp_path_factory, "text-corpus", corpus)["path"]
+    raw = recipe_with(training__max_steps=TEXT_STEPS, data__train=[{"path": path, "format": "text"}])
+    return compare_scenario(tmp_path_factory, "text", raw)
 
 
 @pytest.fixture
@@ -126,7 +319,7 @@ def assert_complete_run(folder: Path, backend: str, steps: int, artifact: str = 
     """The run-folder contract every backend honours."""
     record = json.loads((folder / "run.json").read_text())
     assert record["status"] == "completed" and record["backend"] == backend
-    assert record["spec"]["training"]["max_steps"] == steps
+    assert record["spec"]["training"]["max_steps"] in (steps, None)  # None: a run of training.epochs
     assert {"torch", "transformers", "unifier"} <= set(record["versions"])
     assert record["native_command"] and record["started"] and record["ended"]
     assert "token" not in json.dumps(record["host"]).lower()
@@ -248,3 +441,21 @@ def quantized_adapter_effect(model_dir: Path, adapter_dir: Path) -> float:
         before = base(ids).logits
         after = PeftModel.from_pretrained(base, adapter_dir).eval()(ids).logits
     return float((after - before).abs().max())
+
+
+@pytest.fixture(scope="session")
+def demo_run(tmp_path_factory) -> Path:
+    """`unify demo` (recipes/tiny-cpu-sft.yaml, 300 steps on the default backend, then eval), once per session:
+    its terminal output is in demo.json next to the folder."""
+
+    def build(folder: Path) -> dict:
+        result = unify("demo", "--output", str(folder / "demo"))
+        return {"code": result.returncode, "stdout": result.stdout, "stderr": result.stderr}
+
+    result = once(tmp_path_factory, "demo", build)
+    assert result["code"] == 0, result["stderr"][-3000:]
+    return shared_root(tmp_path_factory) / "demo" / "demo"
+
+
+def demo_output(tmp_path_factory) -> dict:
+    return json.loads((shared_root(tmp_path_factory) / "demo.json").read_text())

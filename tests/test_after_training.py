@@ -1,5 +1,6 @@
-"""After training (issue 12, first part): `unify chat --prompt`, `unify export --format merged` and `unify eval`
-on run folders of every backend (the session's reference runs), and their bad inputs."""
+"""After training: `unify chat --prompt`, `unify export --format merged|gguf` and `unify eval` on run folders of
+every backend (private copies of the session's reference and DPO scenarios, and of the demo's run), and their bad
+inputs."""
 
 from __future__ import annotations
 
@@ -7,17 +8,24 @@ import json
 
 import pytest
 
-from .conftest import ROOT, unify
+from .conftest import ROOT, copy_of, unify
 
 PROMPT = "What is the capital of France?"
 BACKENDS = ["peft", "swift", "unsloth"]
 
 
 @pytest.fixture(scope="module")
-def runs(reference_runs):
-    code, _, log, folders = reference_runs
-    assert code == 0 and sorted(folders) == BACKENDS, log[-3000:]
-    return folders
+def runs(reference_runs, tmp_path_factory):
+    """This worker's own copies of the reference runs (eval and export write into a run folder, under its lock)."""
+    assert reference_runs.code == 0 and sorted(reference_runs.runs) == BACKENDS, reference_runs.log[-3000:]
+    into = tmp_path_factory.mktemp("reference-copies")
+    return {backend: copy_of(folder, into / backend) for backend, folder in reference_runs.runs.items()}
+
+
+@pytest.fixture
+def dpo_run(dpo_runs, tmp_path):
+    """A copy of the peft run of recipes/tiny-cpu-dpo.yaml (the session's DPO scenario)."""
+    return copy_of(dpo_runs.run("peft"), tmp_path)
 
 
 def answer_in_process(run_dir, tuned: bool) -> str:
@@ -27,6 +35,7 @@ def answer_in_process(run_dir, tuned: bool) -> str:
     return generate(model, tokenizer, [{"role": "user", "content": PROMPT}], max_new_tokens=10)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("backend", BACKENDS)
 def test_chat_prompt_answers_with_the_runs_adapter(runs, backend):
     result = unify("chat", str(runs[backend]), "--prompt", PROMPT, "--max-new-tokens", "10")
@@ -35,6 +44,7 @@ def test_chat_prompt_answers_with_the_runs_adapter(runs, backend):
     assert result.stderr == ""  # the libraries' noise is not shown
 
 
+@pytest.mark.slow
 def test_chat_with_a_base_model_and_the_base_differs_from_the_tuned_model(runs):
     base = unify("chat", "--model", "builtin:tiny-qwen2", "--prompt", PROMPT, "--max-new-tokens", "10")
     assert base.returncode == 0, base.stderr[-2000:]
@@ -42,6 +52,7 @@ def test_chat_with_a_base_model_and_the_base_differs_from_the_tuned_model(runs):
     assert base.stdout != answer_in_process(runs["peft"], tuned=True) + "\n"
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("backend", BACKENDS)
 def test_export_merged_gives_the_tuned_models_logits(runs, backend, tmp_path):
     import torch
@@ -64,6 +75,7 @@ def test_export_merged_gives_the_tuned_models_logits(runs, backend, tmp_path):
     assert forced.returncode == 0, forced.stderr[-2000:]
 
 
+@pytest.mark.slow
 def test_eval_reports_base_and_tuned_and_the_forgetting_check(runs):
     folder = runs["peft"]
     args = ["eval", str(folder), "--data", str(ROOT / "unifier/assets/tiny_chat.jsonl")]
@@ -91,6 +103,7 @@ def test_eval_reports_base_and_tuned_and_the_forgetting_check(runs):
     assert again.returncode == 0 and strict.returncode == 0
 
 
+@pytest.mark.slow
 def test_after_training_bad_inputs(runs, tmp_path):
     not_a_run = tmp_path / "empty"
     not_a_run.mkdir()
@@ -114,14 +127,11 @@ def test_after_training_bad_inputs(runs, tmp_path):
     assert not (runs["swift"] / "eval").exists() and not (failed / "export").exists()
 
 
-def test_dpo_recipe_trains_and_evaluates_its_preference_pairs(tmp_path):
+@pytest.mark.slow
+def test_dpo_recipe_trains_and_evaluates_its_preference_pairs(dpo_run):
     """recipes/tiny-cpu-dpo.yaml: held-out pairs from data.eval_split; eval scores the chosen answers and how often
     they are likelier than the rejected ones (on the pairs it trained on, the tuned model prefers better)."""
-    out = tmp_path / "dpo"
-    run = unify(
-        "run", str(ROOT / "recipes/tiny-cpu-dpo.yaml"), "--backend", "peft", "--set", f"output.dir={out}"
-    )
-    assert run.returncode == 0, run.stderr[-2000:]
+    out = dpo_run
     held_out = unify("eval", str(out), "--samples", "1")
     assert held_out.returncode == 0, held_out.stderr[-2000:]
     report = json.loads((out / "eval" / "eval.json").read_text())
@@ -134,6 +144,7 @@ def test_dpo_recipe_trains_and_evaluates_its_preference_pairs(tmp_path):
     assert task["tuned"]["preference_margin"] > task["base"]["preference_margin"]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("backend", BACKENDS)
 def test_export_gguf_continues_a_prompt_like_the_merged_model(runs, backend, tmp_path):
     """llama.cpp's converter writes the GGUF; llama.cpp's Python bindings load it, and its greedy continuation of
@@ -169,6 +180,7 @@ def test_export_gguf_continues_a_prompt_like_the_merged_model(runs, backend, tmp
     assert produced == expected[: len(produced)] and len(produced) >= min(len(expected), 4)
 
 
+@pytest.mark.slow
 def test_compare_shows_eval_results_side_by_side(runs, tmp_path):
     folder = runs["unsloth"]
     evaluated = unify("eval", str(folder), "--data", "builtin:tiny-chat", "--samples", "0")
@@ -200,7 +212,8 @@ def test_gguf_without_llama_cpps_converter_says_where_it_looked(tmp_path, monkey
     assert str(tmp_path / "llama.cpp") in error.value.message and "LLAMA_CPP_DIR" in error.value.hint
 
 
-def test_evalscope_benchmark_on_local_data_base_vs_tuned(tmp_path):
+@pytest.mark.slow
+def test_evalscope_benchmark_on_local_data_base_vs_tuned(demo_run, tmp_path):
     """EvalScope's general_qa on a local file: a run trained long enough to answer in the data's shape scores a
     higher ROUGE-L recall than its base (which answers in noise); EvalScope's own reports are kept."""
     qa = tmp_path / "capitals.jsonl"
@@ -212,18 +225,7 @@ def test_evalscope_benchmark_on_local_data_base_vs_tuned(tmp_path):
     qa.write_text("".join(json.dumps({"query": q, "response": a}) + "\n" for q, a in rows))
     bad_rows = tmp_path / "bad.jsonl"
     bad_rows.write_text(json.dumps({"foo": "bar"}) + "\n")
-    out = tmp_path / "run"
-    trained = unify(
-        "run",
-        str(ROOT / "recipes/tiny-cpu-sft.yaml"),
-        "--backend",
-        "peft",
-        "--set",
-        f"output.dir={out}",
-        "--set",
-        "training.max_steps=300",
-    )
-    assert trained.returncode == 0, trained.stderr[-2000:]
+    out = copy_of(demo_run, tmp_path)  # recipes/tiny-cpu-sft.yaml, 300 steps on peft
     result = unify("eval", str(out), "--samples", "0", "--benchmark", f"general_qa={qa}")
     assert result.returncode == 0, result.stderr[-2000:]
     scores = json.loads((out / "eval" / "eval.json").read_text())["benchmarks"]["general_qa"]
@@ -257,7 +259,9 @@ def test_benchmark_without_evalscope_installed_says_how_to_install(tmp_path, mon
     assert "unifier[eval]" in error.value.hint
 
 
+@pytest.mark.slow
 def test_eval_after_training_writes_eval_and_summarizes_it_in_run_json(tiny_recipe):
+    """(-v: the libraries' own output reaches the terminal, and unifier's lines are still there.)"""
     recipe = tiny_recipe(
         {
             "training.max_steps": 10,
@@ -265,8 +269,10 @@ def test_eval_after_training_writes_eval_and_summarizes_it_in_run_json(tiny_reci
             "eval": {"after_training": True, "retain": ["builtin:tiny-retain"], "samples": 1},
         }
     )
-    result = unify("run", str(recipe), "--backend", "peft")
+    result = unify("run", str(recipe), "--backend", "peft", "-v")
     assert result.returncode == 0, result.stderr[-2000:]
+    assert "Loading weights" in result.stderr  # transformers' own output, on the terminal
+    assert "completed with peft" in result.stdout
     from .conftest import run_folder_of
 
     folder = run_folder_of(recipe, "peft")
@@ -294,6 +300,7 @@ def test_tool_calls_in_an_answer_are_parsed():
     assert parse_tool_calls("no calls here") == []
 
 
+@pytest.mark.slow
 def test_chat_with_tools_renders_them_and_refuses_a_bad_tools_file(runs, tmp_path):
     row = json.loads((ROOT / "examples/data/tool_calls.jsonl").read_text().splitlines()[0])
     tools = tmp_path / "tools.json"
@@ -314,6 +321,7 @@ def test_chat_with_tools_renders_them_and_refuses_a_bad_tools_file(runs, tmp_pat
     assert bad.returncode == 2 and "expected a JSON list of tool definitions" in bad.stderr
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("backend", BACKENDS)
 def test_eval_scores_each_backends_adapter(runs, backend):
     result = unify("eval", str(runs[backend]), "--data", "builtin:tiny-chat", "--samples", "0")
@@ -322,6 +330,7 @@ def test_eval_scores_each_backends_adapter(runs, backend):
     assert task["tuned"]["loss"] < task["base"]["loss"] and task["tuned"]["tokens"] == 700
 
 
+@pytest.mark.slow
 def test_gguf_refuses_an_architecture_it_does_not_convert(runs, tmp_path):
     import shutil
 
@@ -342,6 +351,7 @@ def test_gguf_refuses_an_architecture_it_does_not_convert(runs, tmp_path):
     assert not (folder / "export").exists()
 
 
+@pytest.mark.slow
 def test_one_writer_and_user_folders_are_never_touched(runs, tmp_path):
     """An export or eval while another unifier process holds the run folder is refused; a user's folder that
     happens to be named like a temporary one survives; a damaged adapter config is an exit-2 error."""
@@ -368,19 +378,9 @@ def test_one_writer_and_user_folders_are_never_touched(runs, tmp_path):
     assert damaged.returncode == 2 and "adapter_config.json: not readable JSON" in damaged.stderr
 
 
-def test_forgetting_check_on_a_dpo_run_reads_chat_rows(tmp_path):
-    out = tmp_path / "dpo"
-    run = unify(
-        "run",
-        str(ROOT / "recipes/tiny-cpu-dpo.yaml"),
-        "--backend",
-        "peft",
-        "--set",
-        f"output.dir={out}",
-        "--set",
-        "training.max_steps=4",
-    )
-    assert run.returncode == 0, run.stderr[-2000:]
+@pytest.mark.slow
+def test_forgetting_check_on_a_dpo_run_reads_chat_rows(dpo_run):
+    out = dpo_run
     result = unify("eval", str(out), "--retain", "builtin:tiny-retain", "--samples", "0")
     assert result.returncode == 0, result.stderr[-2000:]
     report = json.loads((out / "eval" / "eval.json").read_text())

@@ -6,22 +6,21 @@ import sys
 
 import pytest
 
-from .conftest import ROOT, unify
+from .conftest import ROOT, demo_output
 
 pytestmark = pytest.mark.slow
 
 
-def test_demo_trains_the_tiny_model_and_shows_before_and_after(tmp_path):
-    result = unify("demo", "--output", str(tmp_path / "demo"))
-    assert result.returncode == 0, result.stderr[-3000:]
-    assert "(falling)" in result.stdout and "before:" in result.stdout and "after:" in result.stdout
-    before = result.stdout.split("before:")[1].splitlines()[0]
-    after = result.stdout.split("after:")[1].splitlines()[0]
+def test_demo_trains_the_tiny_model_and_shows_before_and_after(demo_run, tmp_path_factory):
+    stdout = demo_output(tmp_path_factory)["stdout"]
+    assert "(falling)" in stdout and "before:" in stdout and "after:" in stdout
+    before = stdout.split("before:")[1].splitlines()[0]
+    after = stdout.split("after:")[1].splitlines()[0]
     assert before != after  # the adapter changes what the model says
-    eval_line = next(line for line in result.stdout.splitlines() if "`unify eval`" in line)
-    report = json.loads((tmp_path / "demo" / "eval" / "eval.json").read_text())
+    eval_line = next(line for line in stdout.splitlines() if "`unify eval`" in line)
+    report = json.loads((demo_run / "eval" / "eval.json").read_text())
     assert f"loss {report['task']['base']['loss']:.3f} -> {report['task']['tuned']['loss']:.3f}" in eval_line
-    record = json.loads((tmp_path / "demo" / "run.json").read_text())
+    record = json.loads((demo_run / "run.json").read_text())
     assert (
         record["status"] == "completed"
         and record["final_metrics"]["last_loss"] < record["final_metrics"]["first_loss"]

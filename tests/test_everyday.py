@@ -110,6 +110,11 @@ def test_compare_attempts_every_backend_and_reports_a_failure(tiny_recipe, tmp_p
     assert json.loads((tmp_path / "mine-swift" / "run.json").read_text())["status"] == "failed"
     assert "swift (1/2)" in result.stdout and "peft: completed" in result.stdout
     assert "fewer than two backends completed" in result.stdout
+    # the swift run diverged: it stopped at the first non-finite step with a hint (peft's: test_honest_training)
+    from .test_honest_training import assert_stopped_at_a_nonfinite_step
+
+    swift_terminal = (tmp_path / "cmp" / "swift.log").read_text()
+    assert_stopped_at_a_nonfinite_step(tmp_path / "mine-swift", swift_terminal, 3)
 
 
 def trained_losses(folder: Path) -> list[float]:
@@ -128,9 +133,10 @@ def trained_losses(folder: Path) -> list[float]:
 @pytest.mark.parametrize("backend,how", [("peft", "plan"), ("swift", "prepare"), ("unsloth", "plan")])
 def test_prepared_folder_trains_with_its_run_script_like_unify_run(reference_runs, tmp_path, backend, how):
     """`unify prepare` / `unify plan --write DIR` write the data and the native program; `bash DIR/run.sh`,
-    with no unifier around it, trains the same steps as `unify run` (the session's reference runs)."""
+    with no unifier around it, trains the same steps as `unify run` (the session's reference runs): the printed
+    script imports nothing of unifier, the printed swift command passes every default explicitly."""
 
-    _, _, _, reference = reference_runs
+    reference = reference_runs.runs
     raw = load_recipe()
     raw["training"]["max_steps"] = REFERENCE_STEPS
     recipe = write_recipe(tmp_path, raw)
@@ -140,9 +146,15 @@ def test_prepared_folder_trains_with_its_run_script_like_unify_run(reference_run
         assert result.returncode == 0, result.stderr[-3000:]
         assert result.stdout == (folder / "native" / f"train_{backend}.py").read_text()  # stdout: the program
         assert "run.sh" in result.stderr
+        imports = [line for line in result.stdout.splitlines() if line.startswith(("import", "from"))]
+        assert imports and "unifier" not in "\n".join(imports)
     else:
         result = unify("prepare", str(recipe), "--backend", backend, "--set", f"output.dir={folder}")
         assert result.returncode == 0, result.stderr[-3000:]
+        printed = unify("plan", str(recipe), "--backend", backend, "--set", f"output.dir={folder}")
+        assert printed.returncode == 0, printed.stderr
+        assert "--weight_decay 0.0" in printed.stdout and "--lora_dropout 0.0" in printed.stdout
+        assert "HF_HUB_OFFLINE=1" in printed.stdout
     record = json.loads((folder / "run.json").read_text())
     assert record["status"] == "prepared" and (folder / "data" / "train.jsonl").is_file()
     assert (

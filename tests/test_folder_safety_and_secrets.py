@@ -14,9 +14,7 @@ import pytest
 
 from unifier.secrets import REDACTED, literal_secrets, redact
 
-from .conftest import read_jsonl, run_folder_of, train, unify
-
-FAKE_TOKEN = "hf_FAKEfakeFAKEfakeFAKEfake0123456789"
+from .conftest import FAKE_TOKEN, SECRET_ENV, read_jsonl, run_folder_of, train, unify
 
 
 def assert_user_error(result, *fragments):
@@ -137,31 +135,26 @@ def every_file_bytes(folder: Path) -> list[tuple[Path, bytes]]:
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("backend", ["peft", "swift"])
-def test_no_secret_reaches_any_file_of_the_run_folder_or_the_plan(tiny_recipe, backend):
-    options = (
-        {"peft": {"trainer_args": {"hub_token": "${HF_TOKEN}"}}}
-        if backend == "peft"
-        else {"swift": {"hub_token": "${HF_TOKEN}"}}
-    )
-    recipe = tiny_recipe({"training.max_steps": 3, "training.save_steps": 2, "backend_options": options})
-    env = {"HF_TOKEN": FAKE_TOKEN, "WANDB_API_KEY": "wandb" + "0" * 36}
-    planned = unify("plan", str(recipe), "-b", backend, env=env)
+@pytest.mark.parametrize("backend", ["peft", "swift", "unsloth"])
+def test_no_secret_reaches_any_file_of_the_run_folder_or_the_plan(reference_runs, backend):
+    """The reference runs pass `hub_token: ${HF_TOKEN}` (peft's trainer arguments, swift's flags) with the token
+    set in the environment (tests/conftest.py): neither it nor another secret variable is in any file."""
+    recipe = reference_runs.recipe
+    planned = unify("plan", str(recipe), "-b", backend, env=SECRET_ENV)
     assert planned.returncode == 0, planned.stderr
-    assert FAKE_TOKEN not in planned.stdout and "${HF_TOKEN}" in planned.stdout
-    result = unify("run", str(recipe), "-b", backend, env=env)
-    assert result.returncode == 0, result.stderr[-3000:]
-    folder = run_folder_of(recipe, backend)
+    assert FAKE_TOKEN not in planned.stdout
+    if backend != "unsloth":
+        assert "${HF_TOKEN}" in planned.stdout
+    folder = reference_runs.run(backend)
     files = every_file_bytes(folder)
     assert any(
         p.name == "training_args.bin" for p, _ in files
     )  # the checkpoints pickle the trainer arguments
-    leaks = [
-        str(p) for p, data in files if FAKE_TOKEN.encode() in data or env["WANDB_API_KEY"].encode() in data
-    ]
+    secrets = [value.encode() for value in SECRET_ENV.values()]
+    leaks = [str(p) for p, data in files if any(secret in data for secret in secrets)]
     assert not leaks, leaks
     assert not (folder / "adapter" / "training_args.bin").exists()
-    assert FAKE_TOKEN not in result.stdout + result.stderr
+    assert FAKE_TOKEN not in reference_runs.terminal[backend]
     record = json.loads((folder / "run.json").read_text())
     assert (
         isinstance(record["final_metrics"]["tokens_seen"], int) and record["final_metrics"]["tokens_seen"] > 0

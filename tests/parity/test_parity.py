@@ -12,9 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from ..conftest import REFERENCE_STEPS, load_recipe, unify, write_recipe
-
-pytestmark = pytest.mark.slow
+from ..conftest import DPO_STEPS, FULL_STEPS, REFERENCE_STEPS, Scenario, load_recipe, unify, write_recipe
 
 BACKENDS = ("peft", "swift", "unsloth")
 STEPS = 20
@@ -42,7 +40,9 @@ def compare(target: Path | list[Path], output: Path, *extra: str) -> tuple[int, 
     return result.returncode, report, result.stdout + result.stderr
 
 
-def assert_parity(code: int, report: dict, log: str, swift_final_atol: float = 1e-6) -> None:
+def assert_parity(
+    code: int, report: dict, log: str, swift_final_atol: float = 1e-6, steps: int = STEPS
+) -> None:
     assert code == 0, log[-4000:]
     assert [run["backend"] for run in report["runs"]] == list(BACKENDS)
     for pair in report["pairs"]:
@@ -52,7 +52,7 @@ def assert_parity(code: int, report: dict, log: str, swift_final_atol: float = 1
         assert pair["initial_weights_max_abs_diff"] in (0.0, None), (
             label
         )  # None: full FT starts from the checkpoint
-        assert pair["losses"]["steps_compared"] == STEPS, label
+        assert pair["losses"]["steps_compared"] == steps, label
         assert pair["losses"]["max_relative_difference"] <= LOSS_RTOL, label
         assert final_weights_equal(pair), label
     swift = next(p for p in report["pairs"] if p["other"] == "swift")
@@ -74,64 +74,29 @@ def report_file_dir(report: dict) -> Path:
     return Path(report["runs"][0]["folder"]).parent
 
 
-@pytest.fixture(scope="module")
-def lora_chat(reference_runs):
+def parity_of(scenario: Scenario, **kwargs) -> None:
+    assert_parity(scenario.code, scenario.report, scenario.log, **kwargs)
+
+
+@pytest.mark.slow
+def test_lora_single_and_multi_turn_chat(reference_runs):
     """Single- and multi-turn chat with system prompts (the bundled tiny-chat data), LoRA: the session's
     reference compare (tests/conftest.py), STEPS steps."""
     assert REFERENCE_STEPS == STEPS
-    code, report, log, _ = reference_runs
-    return code, report, log
+    parity_of(reference_runs)
 
 
-def test_lora_single_and_multi_turn_chat(lora_chat):
-    assert_parity(*lora_chat)
+@pytest.mark.slow
+def test_qlora_nf4_with_gradient_checkpointing_and_evaluation(qlora_runs):
+    parity_of(qlora_runs)
 
 
-def test_qlora_nf4(tmp_path):
-    assert_parity(*compare(recipe_for(tmp_path, "tiny-cpu-qlora.yaml"), tmp_path / "compare"))
-
-
-def test_full_fine_tuning(tmp_path):
-    recipe = recipe_for(tmp_path, adapter__type="full", training__learning_rate=1e-3)
-    assert_parity(*compare(recipe, tmp_path / "compare"))
-
-
-def test_sharegpt_and_alpaca_sources_over_two_epochs(tmp_path):
-    """Two sources of two formats, trained for training.epochs 2 (no max_steps): unifier writes both passes,
-    each shuffled with data.seed and the pass, and every backend reads them in file order: the same 12 steps
-    everywhere, and the epoch counted right."""
-    sharegpt = tmp_path / "chats.json"
-    chats = [
-        {
-            "conversations": [
-                {"from": "system", "value": "You answer briefly."},
-                {"from": "human", "value": f"How many legs does animal {i} have?"},
-                {"from": "gpt", "value": f"Animal {i} has {i % 5 + 2} legs."},
-                {"from": "human", "value": "And wings?"},
-                {"from": "gpt", "value": "No wings." if i % 2 else "Two wings."},
-            ]
-        }
-        for i in range(12)
-    ]
-    sharegpt.write_text(json.dumps(chats))
-    alpaca = tmp_path / "instructions.jsonl"
-    sums = [
-        {"instruction": "Add the numbers.", "input": f"{i} and {i + 3}", "output": f"The sum is {2 * i + 3}."}
-        for i in range(12)
-    ]
-    alpaca.write_text("".join(json.dumps(row) + "\n" for row in sums))
-    raw = load_recipe()
-    raw["training"].pop("max_steps")
-    raw["training"]["epochs"] = 2
-    raw["data"]["train"] = [
-        {"path": str(sharegpt), "format": "sharegpt"},
-        {"path": str(alpaca), "format": "alpaca"},
-    ]
-    code, report, log = compare(write_recipe(tmp_path, raw), tmp_path / "compare")
-    assert code == 0, log[-4000:]
-    for pair in report["pairs"]:
-        assert pair["samples"]["identical"] is True and pair["losses"]["steps_compared"] == 12, pair
-        assert pair["losses"]["max_relative_difference"] <= LOSS_RTOL and final_weights_equal(pair)
+@pytest.mark.slow
+def test_full_fine_tuning_over_two_epochs_of_sharegpt_and_alpaca(full_runs):
+    """Full fine-tuning, two sources of two formats, training.epochs 2: the same 12 steps everywhere, each pass in
+    its own order, and the epoch counted right."""
+    parity_of(full_runs, steps=FULL_STEPS)
+    report = full_runs.report
     for run in report["runs"]:
         rows = [json.loads(line) for line in (Path(run["folder"]) / "metrics.jsonl").read_text().splitlines()]
         epochs = [r["epoch"] for r in rows if r.get("loss") is not None]
@@ -151,6 +116,7 @@ def test_packing_parity_is_refused_on_cpu_with_the_reason(tmp_path):
     assert result.returncode == 2 and "turns packing off silently" in result.stdout + result.stderr
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     "backend,option,value",
     [
@@ -158,10 +124,9 @@ def test_packing_parity_is_refused_on_cpu_with_the_reason(tmp_path):
         ("unsloth", "backend_options", {"unsloth": {"get_peft_model": {"lora_dropout": 0.1}}}),
     ],
 )
-def test_a_changed_default_in_one_backend_is_detected(lora_chat, tmp_path, backend, option, value):
+def test_a_changed_default_in_one_backend_is_detected(reference_runs, tmp_path, backend, option, value):
     """The suite is not blind: one adapter with a different weight decay (1.0: large enough to move step 2's loss past 1e-5) / dropout fails the comparison."""
-    _, reference_report, _ = lora_chat
-    peft_run = Path(reference_report["runs"][0]["folder"])
+    peft_run = reference_runs.run("peft")
     raw = load_recipe()
     raw["training"]["max_steps"] = STEPS
     raw[option] = value
@@ -179,21 +144,15 @@ def test_a_changed_default_in_one_backend_is_detected(lora_chat, tmp_path, backe
     assert "losses differ from step" in log
 
 
-def test_dpo_preference_pairs(tmp_path):
-    """DPO: the same chosen/rejected tokens and completion masks on every backend, the same losses, and the
-    same logged rewards (ms-swift's loss_scale 'all' would add the prompt to both log-probabilities: the
-    sigmoid loss cancels it, the rewards do not, so they are checked too)."""
-    recipe = recipe_for(
-        tmp_path,
-        training__method="dpo",
-        training__learning_rate=5e-3,
-        training__per_device_batch_size=2,
-        data__train=[{"path": "builtin:tiny-preference"}],
-    )
-    code, report, log = compare(recipe, tmp_path / "compare")
+@pytest.mark.slow
+def test_dpo_preference_pairs(dpo_runs):
+    """DPO (recipes/tiny-cpu-dpo.yaml): the same chosen/rejected tokens and completion masks on every backend,
+    the same losses, and the same logged rewards (ms-swift's loss_scale 'all' would add the prompt to both
+    log-probabilities: the sigmoid loss cancels it, the rewards do not, so they are checked too)."""
+    report = dpo_runs.report
     # ms-swift runs chosen and rejected through the model in one concatenated batch, trl's order differs in
     # rounding only: final weights measured 1.8e-6 apart after 20 steps (SFT: bit-identical)
-    assert_parity(code, report, log, swift_final_atol=1e-5)
+    parity_of(dpo_runs, swift_final_atol=1e-5, steps=DPO_STEPS)
     assert all(pair["samples"]["fields"] == ["input_ids", "loss_mask"] for pair in report["pairs"])
     rewards = {}
     for run in report["runs"]:
@@ -201,30 +160,23 @@ def test_dpo_preference_pairs(tmp_path):
         rewards[run["backend"]] = [
             r[key] for r in rows if r.get("loss") is not None for key in ("rewards/chosen", "rewards/margins")
         ]
-    assert len(rewards["peft"]) == 2 * STEPS
+    assert len(rewards["peft"]) == 2 * DPO_STEPS
     for backend in ("swift", "unsloth"):
         assert rewards[backend] == pytest.approx(rewards["peft"], abs=1e-5), backend
 
 
-def test_raw_text_continued_pretraining(tmp_path):
+@pytest.mark.slow
+def test_raw_text_continued_pretraining(text_runs):
     """Text rows: no chat markup and loss on every token (after the first, which no causal LM predicts)."""
-    corpus = tmp_path / "corpus.jsonl"
-    corpus.write_text(
-        "".join(
-            json.dumps({"text": f"The capital of country {i} is city {i}. It has {3 * i} rivers."}) + "\n"
-            for i in range(40)
-        )
-    )
-    code, report, log = compare(
-        recipe_for(tmp_path, data__train=[{"path": str(corpus), "format": "text"}]), tmp_path / "compare"
-    )
-    assert_parity(code, report, log)
+    parity_of(text_runs)
+    report = text_runs.report
     sample = json.loads(
         (Path(report["runs"][0]["folder"]) / "probe" / "samples.jsonl").read_text().splitlines()[0]
     )
     assert sample["labels"][1:] == sample["input_ids"][1:]
 
 
+@pytest.mark.slow
 def test_lora_on_an_8bit_base_peft_vs_swift(tmp_path):
     """bitsandbytes LLM.int8 base (quantization.bits 8): peft and ms-swift only (unsloth quantizes 4-bit)."""
     recipe = recipe_for(tmp_path, "tiny-cpu-qlora.yaml", quantization__bits=8)
