@@ -2,11 +2,12 @@
 
     python bench/gpu_packages.py     # on the device machine (bench/gpu.sh runs it): one line per package
 
-The roots are unifier's own requirements and its `peft` and `unsloth` extras (pyproject.toml); their
+The roots are unifier's own requirements and its `peft`, `unsloth` and `swift` extras (pyproject.toml); their
 requirements are followed through the installed packages' metadata (markers evaluated for this
 interpreter; extras not followed). tests/test_gpu_bench.py applies the same walk to this venv's metadata
-and checks that every package is on the GPU image (tests/gpu/image_packages.txt) or in a wheel bundle of
-tests/gpu/fetch_wheels.sh, except OPTIONAL ones, which the libraries import only if present.
+and checks that every package is on the GPU image (tests/gpu/image_packages.txt), carried by
+bench/gpu_wheels.py or listed there as never imported, except OPTIONAL ones, which the libraries import only
+if present.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from pathlib import Path
 import tomllib
 
 ROOT = Path(__file__).resolve().parents[1]
-EXTRAS = ("peft", "unsloth")
+EXTRAS = ("peft", "unsloth", "swift")
 OPTIONAL = {
     "xformers": "unsloth falls back to PyTorch's attention without it (unsloth/models/_utils.py)",
     "diffusers": "unsloth imports it only for diffusion models",
@@ -34,10 +35,10 @@ def canonical(name: str) -> str:
     return re.sub(r"[-_.]+", "-", name).lower()
 
 
-def root_requirements() -> list[str]:
+def root_requirements(extras: tuple[str, ...] = EXTRAS) -> list[str]:
     project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
     roots = list(project["dependencies"])
-    for extra in EXTRAS:
+    for extra in extras:
         roots += [r for r in project["optional-dependencies"][extra] if not r.startswith("unifier")]
     return roots
 
@@ -50,12 +51,14 @@ def installed_requirements(name: str) -> list[str] | None:
         return None
 
 
-def closure(requires_of: Callable[[str], list[str] | None] = installed_requirements) -> dict[str, bool]:
+def closure(
+    requires_of: Callable[[str], list[str] | None] = installed_requirements, extras: tuple[str, ...] = EXTRAS
+) -> dict[str, bool]:
     """Every distribution the roots need, transitively: name -> whether requires_of knew it."""
     from packaging.requirements import Requirement
 
     seen: dict[str, bool] = {}
-    queue = list(root_requirements())
+    queue = list(root_requirements(extras))
     while queue:
         requirement = Requirement(queue.pop())
         if requirement.marker and not requirement.marker.evaluate({"extra": ""}):

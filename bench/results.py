@@ -218,18 +218,20 @@ def gpu_section(gpu: dict | None) -> list[str]:
         return [
             *lines,
             "Not run on a GPU yet: no GPU machine has been lent to a session since the script was written. "
-            "`bash bench/gpu.sh` (wheels carried as tests/gpu/fetch_wheels.sh says) measures peft, unsloth "
-            "and ms-swift (where installed) on random-initialised Qwen2.5-1.5B and Qwen3-8B (bf16 LoRA, 4-bit "
-            "QLoRA): tokens/s, peak GPU memory, MFU, unifier's memory estimate against the peak, and runs "
-            "tests/gpu; copy its `gpu_results.json` here and run `python -m bench.results`. Its CPU smoke "
-            "mode is tested (tests/test_gpu_bench.py).",
+            "`bash bench/gpu.sh` (one command, the wheels of `python -m bench.gpu_wheels` carried; README's "
+            "GPU section has the call) measures peft, unsloth and ms-swift on random-initialised Qwen2.5-1.5B "
+            "and Qwen3-8B (4-bit QLoRA first, then bf16 LoRA): tokens/s, peak GPU memory, MFU, unifier's memory "
+            "estimate against the peak, the same losses, and runs tests/gpu; copy its `gpu_results.json` here "
+            "and run `python -m bench.results`. Its CPU smoke mode is tested under the device tool's rules "
+            "(tests/test_gpu_bench.py).",
             "",
         ]
     meta = bench["meta"]
     lines += [
         f"{meta['date']}, {meta['device']}, seq_len {meta['seq_len']}, batch {meta['batch']}, "
         f"{meta['steps']} steps ({meta['warmup_steps']} left out), gradient checkpointing on. MFU: "
-        f"{meta['flops_formula']}, against {meta['peak_bf16_tflops']} TFLOP/s.",
+        f"{meta['flops_formula']}, against the datasheet's {meta['peak_bf16_tflops']} TFLOP/s and (in brackets) "
+        f"the {meta.get('measured_bf16_tflops')} TFLOP/s measured there (8192^3 bf16 products).",
         "",
         *_table(
             ["model", "method", "backend", "tokens/s", "peak GPU memory", "estimate", "MFU", "status"],
@@ -241,7 +243,8 @@ def gpu_section(gpu: dict | None) -> list[str]:
                     f"{r['tokens_per_s']:,.0f}" if r["status"] == "ok" else "-",
                     f"{r['peak_memory_gib']:.2f} GiB" if r["status"] == "ok" else "-",
                     f"{r['estimated_gib']:.2f} GiB" if r.get("estimated_gib") else "-",
-                    f"{r['mfu']:.1%}" if r.get("mfu") else "-",
+                    (f"{r['mfu']:.1%}" if r.get("mfu") else "-")
+                    + (f" ({r['mfu_measured_peak']:.1%})" if r.get("mfu_measured_peak") else ""),
                     r["status"]
                     + (f" ({r.get('reason') or r.get('exit_code')})" if r["status"] != "ok" else ""),
                 ]
@@ -257,10 +260,16 @@ def gpu_section(gpu: dict | None) -> list[str]:
                 f"- {ratio['model']} QLoRA, unsloth vs peft: {speed:.2f}x tokens/s (target >= "
                 f"{TARGETS['gpu_unsloth_speed']}: {_verdict(speed >= TARGETS['gpu_unsloth_speed'])}), "
                 f"{memory:.2f}x peak memory (target <= {TARGETS['gpu_unsloth_memory']}: "
-                f"{_verdict(memory <= TARGETS['gpu_unsloth_memory'])})"
+                f"{_verdict(memory <= TARGETS['gpu_unsloth_memory'])}), per-step losses within "
+                f"{ratio.get('loss_max_relative_difference')} (relative)"
             )
     codes = gpu.get("exit_codes", {})
-    lines += ["", f"tests/gpu exit code: {codes.get('gpu_checks')}.", ""]
+    checks = gpu.get("gpu_checks") or {}
+    lines += [
+        "",
+        f"tests/gpu exit code: {codes.get('gpu_checks')} {' '.join(checks.get('summary') or [])}.",
+        "",
+    ]
     return lines
 
 

@@ -11,8 +11,11 @@
 Nothing heavy (torch, transformers) is imported until a backend runs.
 """
 
+from . import _source_tree
 from .errors import BackendUnavailable, TrainingFailed, UserError
 from .interrupts import Interrupted
+
+_source_tree.find_backends()
 
 __version__ = "0.1.0"
 _FROM_SPEC = ("JobSpec", "load_spec", "spec_from_dict")
