@@ -182,8 +182,10 @@ class Backend(ABC):
     def assemble(self, ctx: PlanContext, fragments: dict[str, Any]) -> Plan: ...
 
     # ---- data views ----
-    def view_row(self, layout: str, row: dict) -> dict:
-        """One canonical row in a view layout this backend declared in its plan's data_views."""
+    def view_row(self, layout: str, row: dict, tokens: dict) -> dict:
+        """One canonical row, with the encoder's tokens for it (unifier/data/encode.py: input_ids and
+        assistant_masks, or prompt_ids / chosen_ids / rejected_ids), in a view layout this backend declared in
+        its plan's data_views."""
         raise NotImplementedError(f"{self.name} declares no data view '{layout}'")
 
     # ---- running ----

@@ -25,25 +25,34 @@ def expand_references(value, environ=None):
 
 
 def load_data(config):
-    """The normalized rows. Conversations, tools and tool-call arguments are JSON values whose keys differ from
-    row to row; read as Arrow structs they become an extension type trl's truncation cannot slice, so each
-    such column is read as one JSON value (decoded to the same lists and dicts, keys in order)."""
-    from datasets import Features, Json, Value, load_dataset
+    """unifier's encoded rows (data/*.tokens.jsonl, written by unify run / prepare): input_ids and assistant_masks
+    (1 where a token carries loss), or prompt_ids / chosen_ids / rejected_ids. trl trains them as they are."""
+    from datasets import Features, Sequence, Value, load_dataset
 
     paths = config["paths"]
     files = {"train": paths["train_file"]}
     if config["eval"]:
         files["eval"] = paths["eval_file"]
-    columns = {
-        "chat": ("messages", "tools"),
-        "preference": ("prompt", "chosen", "rejected", "tools"),
-        "text": (),
-    }
-    features = {name: Json() for name in columns[config["data_kind"]]}
-    if config["data_kind"] == "text":
-        features["text"] = Value("string")
-    data = load_dataset("json", data_files=files, features=Features(features))
+    columns = (
+        ("prompt_ids", "chosen_ids", "rejected_ids")
+        if config["method"] == "dpo"
+        else ("input_ids", "assistant_masks")
+    )
+    features = Features({name: Sequence(Value("int32")) for name in columns})
+    data = load_dataset("json", data_files=files, features=features)
     return data["train"], data.get("eval")
+
+
+def pretokenized_dpo_trainer():
+    """trl's DPOTrainer (unsloth's, where unsloth replaced it) on rows that are already tokens: its own
+    tokenization and prompt extraction are skipped, its collator and loss are untouched."""
+    from trl import DPOTrainer
+
+    class PreTokenizedDPOTrainer(DPOTrainer):
+        def _prepare_dataset(self, dataset, *args, **kwargs):
+            return dataset
+
+    return PreTokenizedDPOTrainer
 
 
 def build_trainer(config, model, tokenizer, train, evaluation, callbacks):
@@ -55,9 +64,9 @@ def build_trainer(config, model, tokenizer, train, evaluation, callbacks):
     keep_cpu_4bit_trainable(model)
     adapter_weights = float32_adapter_weights(model)
     if config["method"] == "dpo":
-        from trl import DPOConfig, DPOTrainer
+        from trl import DPOConfig
 
-        trainer = DPOTrainer(
+        trainer = pretokenized_dpo_trainer()(
             model=model,
             args=DPOConfig(**config["trainer_args"]),
             train_dataset=train,

@@ -58,7 +58,8 @@ TOKENIZER_FILES = (
     "tokenizer.model",
     "added_tokens.json",
 )
-SWIFT_LAYOUT = "swift"  # the data view: ms-swift's messages / rejected_messages rows
+SWIFT_LAYOUT = "swift"  # the data view: ms-swift's messages / rejected_messages rows with unifier's tokens
+TOKENS_TEMPLATE = "unifier_tokens"  # registered by swift_plugin.py: trains the rows' own tokens and labels
 
 
 def flag(value: bool) -> str:
@@ -95,11 +96,6 @@ class SwiftBackend(Backend):
         if spec.data.packing and on_cpu:
             problems.append(
                 "data.packing with ms-swift needs flash-attention on a GPU; set data.packing: false on CPU"
-            )
-        if spec.model.chat_template != "chatml" and "template" not in spec.backend_options.get(self.name, {}):
-            problems.append(
-                f"model.chat_template '{spec.model.chat_template}': tell ms-swift which template matches "
-                "with backend_options.swift.template (e.g. qwen3), or use chat_template: chatml"
             )
         if spec.compute.strategy.startswith("zero") and on_cpu and spec.compute.world_size > 1:
             problems.append(
@@ -142,10 +138,12 @@ class SwiftBackend(Backend):
             flags.append(("--model_type", model_type))
         if m.revision:
             flags.append(("--model_revision", m.revision))
-        if m.chat_template == "chatml":
-            # hermes as unifier's ChatML renders tools (registered by the plugin, see swift_plugin.py)
-            flags += [("--template", "chatml"), ("--agent_template", "unifier_hermes")]
-        flags += [("--torch_dtype", m.dtype), ("--max_length", m.max_seq_length)]
+        # ms-swift trains the tokens and labels unifier's encoder wrote (the plugin's template, see swift_plugin.py)
+        flags += [
+            ("--template", TOKENS_TEMPLATE),
+            ("--torch_dtype", m.dtype),
+            ("--max_length", m.max_seq_length),
+        ]
         if m.trust_remote_code:
             flags.append(("--model_kwargs", json.dumps({"trust_remote_code": True})))
         env = {"UNIFIER_TRUST_REMOTE_CODE": flag(m.trust_remote_code)}  # read by the plugin (see there)
@@ -195,13 +193,14 @@ class SwiftBackend(Backend):
             ("--load_from_cache_file", False),
             ("--dataloader_num_workers", 0),
             ("--truncation_strategy", "right"),
-            ("--loss_scale", loss_scale(ctx.data_kind, d.assistant_only_loss)),
+            (
+                "--remove_unused_columns",
+                False,
+            ),  # the rows' unifier_input_ids / unifier_labels reach the template
             ("--packing", d.packing),
         ]
         if d.packing:
             flags.append(("--attn_impl", "flash_attn"))
-        if ctx.data_kind == "text":
-            flags.append(("--use_chat_template", False))  # what `swift pt` does: raw text, no chat markup
         if ctx.has_eval:
             flags.append(("--val_dataset", data_file(ctx, "eval")))
         return {"argv": argv_of(flags)}
@@ -305,7 +304,6 @@ class SwiftBackend(Backend):
                 layout=SWIFT_LAYOUT,
             )
             for split in (("train", "eval") if ctx.has_eval else ("train",))
-            if ctx.data_kind != "chat"
         )
         return Plan(
             backend=self.name,
@@ -320,10 +318,10 @@ class SwiftBackend(Backend):
             world_size=ctx.spec.compute.world_size,
         )
 
-    def view_row(self, layout: str, row: dict) -> dict:
+    def view_row(self, layout: str, row: dict, tokens: dict) -> dict:
         if layout != SWIFT_LAYOUT:
-            return super().view_row(layout, row)
-        return swift_row(row)
+            return super().view_row(layout, row, tokens)
+        return swift_row(row, tokens)
 
     # ---- running ----
     def run(self, plan: Plan) -> RunResult:
@@ -486,32 +484,31 @@ def target_notes(ctx: PlanContext) -> tuple[str, ...]:
 
 
 def data_file(ctx: PlanContext, split: str) -> Path:
-    """Chat rows are already ms-swift's messages format; preference and text rows get a view."""
-    if ctx.data_kind == "chat":
-        return ctx.folder.data_file(split)
     return ctx.folder.view_file(split, SWIFT_LAYOUT)
 
 
-def loss_scale(data_kind: str, assistant_only: bool) -> str:
-    """Which tokens carry loss, as trl decides it: chat -> every assistant turn (or all tokens); text -> all;
-    preference -> the final answer only (trl's completion_mask; ms-swift's 'all' would put the prompt into
-    the chosen/rejected log-probabilities: the sigmoid loss cancels it, the logged rewards do not)."""
-    if data_kind == "preference":
-        return "last_round"
-    return "default" if (data_kind == "chat" and assistant_only) else "all"
-
-
-def swift_row(row: dict) -> dict:
-    """One canonical preference or text row in ms-swift's standard format (messages / rejected_messages)."""
+def swift_row(row: dict, tokens: dict) -> dict:
+    """One canonical row in ms-swift's standard format (messages / rejected_messages, which its dataset loader
+    checks) with the encoder's tokens: unifier_input_ids / unifier_labels (and rejected_... for a preference
+    pair, which ms-swift hands to the rejected side), what the plugin's template returns as the encoding."""
     if "chosen" in row:
+        prompt = tokens["prompt_ids"]
         view = {
             "messages": row["prompt"] + row["chosen"],
             "rejected_messages": row["prompt"] + row["rejected"],
+            "unifier_input_ids": prompt + tokens["chosen_ids"],
+            "unifier_labels": [-100] * len(prompt) + tokens["chosen_ids"],
+            "rejected_unifier_input_ids": prompt + tokens["rejected_ids"],
+            "rejected_unifier_labels": [-100] * len(prompt) + tokens["rejected_ids"],
         }
-    elif "text" in row:
-        view = {"messages": [{"role": "assistant", "content": row["text"]}]}
     else:
-        return row
+        messages = [{"role": "assistant", "content": row["text"]}] if "text" in row else row["messages"]
+        ids, mask = tokens["input_ids"], tokens["assistant_masks"]
+        view = {
+            "messages": messages,
+            "unifier_input_ids": ids,
+            "unifier_labels": [token if trained else -100 for token, trained in zip(ids, mask)],
+        }
     if row.get("tools"):
         view["tools"] = row["tools"]
     return view

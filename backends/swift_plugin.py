@@ -121,6 +121,33 @@ def register_agent_template():
     agent_template_map["unifier_hermes"] = UnifierHermes
 
 
+def register_tokens_template():
+    """unifier_tokens: ms-swift trains the token ids and labels unifier's encoder wrote into each row
+    (unifier/data/encode.py; the row's unifier_input_ids / unifier_labels, rejected_... for the rejected side of
+    a preference pair), so its samples are the other backends' by construction. ms-swift's truncation, padding,
+    collator and trainers are unchanged."""
+    from swift.template import Template, TemplateMeta, register_template
+
+    class GivenTokens(Template):
+        def _encode(self, inputs):
+            extra = inputs.extra_kwargs
+            if "unifier_input_ids" not in extra:
+                raise ValueError(
+                    "the row carries no unifier_input_ids: ms-swift must read unifier's data view"
+                )
+            labels = list(extra["unifier_labels"])
+            if labels:
+                labels[0] = -100  # as ms-swift's own encoding (the first token is never predicted)
+            return {"input_ids": list(extra["unifier_input_ids"]), "labels": labels, "loss_scale": None}
+
+    register_template(
+        TemplateMeta(
+            "unifier_tokens", prefix=[], prompt=["{{QUERY}}"], chat_sep=None, template_cls=GivenTokens
+        ),
+        exist_ok=True,
+    )
+
+
 def install():
     if os.environ.get("UNIFIER_TRUST_REMOTE_CODE", "false") != "true":
         from unifier.backends.remote_code import forbid_remote_code
@@ -132,6 +159,7 @@ def install():
         install_worker_handlers()
         accept_indexed_cpu_locations()
     register_agent_template()
+    register_tokens_template()
     callbacks_map.update(
         {
             "unifier_metrics": swift_callback(

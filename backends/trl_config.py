@@ -9,14 +9,15 @@ from __future__ import annotations
 
 from typing import Any
 
-from unifier.builtin import chat_template_path
 from unifier.reporting import tracker_env
 
 from .base import PlanContext
 
 
 def chat_template_file(ctx: PlanContext) -> str | None:
-    return chat_template_path(ctx.spec.model.chat_template)
+    """The template the run trained with (written into the run folder before training), so the saved tokenizer
+    carries it: chat, eval and export render with it. None for raw text, which trains no chat format."""
+    return None if ctx.data_kind == "text" else str(ctx.folder.chat_template)
 
 
 def target_modules(ctx: PlanContext) -> list[str] | str:
@@ -71,6 +72,8 @@ def bnb_section(ctx: PlanContext) -> dict[str, Any]:
 
 
 def data_section(ctx: PlanContext) -> dict[str, Any]:
+    """The rows are unifier's encoded tokens (data/*.tokens.jsonl): trl tokenizes nothing and masks with their
+    assistant_masks (assistant_only_loss / completion_only_loss would re-derive masks: off)."""
     d, method = ctx.spec.data, ctx.spec.training.method
     args: dict[str, Any] = {
         "data_seed": d.seed,
@@ -82,8 +85,8 @@ def data_section(ctx: PlanContext) -> dict[str, Any]:
             {
                 "packing": d.packing,
                 "shuffle_dataset": False,
-                "assistant_only_loss": ctx.data_kind == "chat" and d.assistant_only_loss,
-                "dataset_text_field": "text",
+                "assistant_only_loss": False,
+                "completion_only_loss": False,
             }
         )
     return {"eval": ctx.has_eval, "data_kind": ctx.data_kind, "trainer_args": args}

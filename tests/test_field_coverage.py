@@ -35,6 +35,11 @@ NOT_IN_PLAN = {
         for key in ("path", "format", "split", "subset", "columns", "roles", "max_rows", "extra_columns")
     },
     "data.empty_content": "read by unifier's data normalization before planning (unifier/data)",
+    **{
+        key: "applied by unifier's encoder when it writes data/*.tokens.jsonl, the tokens every backend trains "
+        "(tests/test_encode.py shows it changes them)"
+        for key in ("model.chat_template", "data.assistant_only_loss")
+    },
     "quantization.prequantized:peft,swift": "unsloth only: its pre-quantized dynamic 4-bit twins",
     **{
         f"eval.{key}": "read by unifier after training (unifier/running.py runs unifier/evaluation.py)"

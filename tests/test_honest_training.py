@@ -159,22 +159,25 @@ def test_every_pass_over_the_data_has_its_own_order(tmp_path):
 
 
 @pytest.mark.slow
-def test_light_token_counts_are_what_the_trainer_trains_on(function_calling_runs, tiny_model_dir):
-    """unify validate's tokenization (tokenizers + transformers' template renderer, no torch) gives the
-    trainer's own input_ids and loss mask (the parity probe records them), tools included."""
-    from unifier.builtin import chat_template_path
-    from unifier.data.tokens import LightTokenizer
+def test_validates_token_counts_are_what_the_trainer_trains_on(function_calling_runs, tiny_model_dir):
+    """unify validate's encoder (tokenizers + the template renderer, no torch) gives the trainer's own input_ids
+    and loss mask (the parity probe records what the data collator returned), tools included."""
+    from unifier.data.encode import Encoder, Vocabulary
+    from unifier.data.tokens import resolve_template
 
     (code, stderr), folder = function_calling_runs["peft"]
     assert code == 0, stderr
     record = json.loads((folder / "run.json").read_text())
-    template = record["spec"]["model"]["chat_template"]
-    tokenizer = LightTokenizer(Path(tiny_model_dir), Path(chat_template_path(template)).read_text())
+    vocabulary = Vocabulary.from_folder(Path(tiny_model_dir))
+    template = resolve_template(record["spec"]["model"]["chat_template"], vocabulary, "tiny")
+    max_len = record["spec"]["model"]["max_seq_length"]
+    encoder = Encoder(vocabulary, template, max_len=max_len)
     samples = read_jsonl(folder / "probe" / "samples.jsonl")
     rows = read_jsonl(folder / "data" / "train.jsonl")
     assert len(samples) >= 4 and any(row.get("tools") for row in rows)
-    max_len = record["spec"]["model"]["max_seq_length"]
     for row, sample in zip(rows, samples):
-        ids, mask = tokenizer.chat(row["messages"], row.get("tools"))
+        ids, mask, _ = encoder.chat(row["messages"], row.get("tools"))
         assert ids[:max_len] == sample["input_ids"]
         assert [int(label != -100) for label in sample["labels"]][1:] == mask[1:max_len]
+    trained = sum(sum(encoder.chat(r["messages"], r.get("tools"))[1][:max_len]) for r in rows[: len(rows)])
+    assert record["data"]["tokens"]["trained_tokens"] * (len(rows) // record["data"]["train_rows"]) == trained

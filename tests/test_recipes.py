@@ -99,29 +99,28 @@ def test_two_node_recipe_sets_the_rendezvous_and_the_second_node_overrides_its_r
 
 
 def test_knowledge_recipe_trains_raw_text_with_loss_on_every_token():
+    """Text rows become tokens + EOS with loss on every token in unifier's encoder (tests/test_encode.py); every
+    backend trains those tokens as they are (ms-swift through unifier's template, packed with flash-attention)."""
     swift = plan_json("qwen3-8b-lora-knowledge-text-1gpu.yaml", "swift")
     argv = swift["argv"]
-    assert swift["data_kind"] == "text" and "--use_chat_template" in argv
-    assert (
-        argv[argv.index("--loss_scale") + 1] == "all" and argv[argv.index("--attn_impl") + 1] == "flash_attn"
-    )
+    assert swift["data_kind"] == "text" and argv[argv.index("--template") + 1] == "unifier_tokens"
+    assert argv[argv.index("--attn_impl") + 1] == "flash_attn"
     assert argv[argv.index("--dataset") + 1].endswith("train.swift.jsonl")
     peft = plan_json("qwen3-8b-lora-knowledge-text-1gpu.yaml", "peft")
     assert peft["trainer_args"]["packing"] is True and peft["trainer_args"]["assistant_only_loss"] is False
+    assert peft["chat_template_file"] is None  # raw text trains no chat format
     assert peft["lora"]["use_rslora"] is True
 
 
 def test_function_calling_recipe_renders_tools_the_same_way_everywhere():
+    """Tools render once, in unifier's encoder with the run's template; every backend trains those tokens and
+    saves that template with the adapter."""
     argv = plan_json("qwen3-8b-lora-function-calling-1gpu.yaml", "swift")["argv"]
-    assert (
-        argv[argv.index("--template") + 1] == "chatml"
-        and argv[argv.index("--agent_template") + 1] == "unifier_hermes"
-    )
+    assert argv[argv.index("--template") + 1] == "unifier_tokens"
+    assert argv[argv.index("--dataset") + 1].endswith("train.swift.jsonl")
     peft = plan_json("qwen3-8b-lora-function-calling-1gpu.yaml", "peft")
-    assert (
-        peft["chat_template_file"].endswith("chatml.jinja")
-        and peft["trainer_args"]["assistant_only_loss"] is True
-    )
+    assert peft["chat_template_file"].endswith("data/chat_template.jinja")
+    assert peft["trainer_args"]["assistant_only_loss"] is False  # the encoder's assistant_masks decide
 
 
 def test_single_gpu_qlora_recipe_loads_the_dynamic_4bit_twin_on_unsloth():

@@ -49,10 +49,11 @@ def test_auto_picks_by_device_and_process_count(tiny_recipe, monkeypatch, world,
 def test_tool_calls_carry_loss_exactly_where_the_template_marks_them(tiny_model_dir):
     """ChatML with tools: loss on each assistant turn's content, its <|im_end|> and newline, and the
     <tool_call> block; never on the system/tools header, the user turn or the tool result."""
-    from unifier.builtin import chat_template_path
-    from unifier.data.tokens import LightTokenizer
+    from unifier.data.encode import Encoder, Vocabulary
+    from unifier.data.tokens import resolve_template
 
-    tokenizer = LightTokenizer(Path(tiny_model_dir), Path(chat_template_path("chatml")).read_text())
+    vocabulary = Vocabulary.from_folder(Path(tiny_model_dir))
+    encoder = Encoder(vocabulary, resolve_template("chatml", vocabulary, "tiny"), max_len=1024)
     tools = [{"type": "function", "function": {"name": "weather", "parameters": {"type": "object"}}}]
     messages = [
         {"role": "user", "content": "Weather in Oslo?"},
@@ -66,8 +67,8 @@ def test_tool_calls_carry_loss_exactly_where_the_template_marks_them(tiny_model_
         {"role": "tool", "name": "weather", "content": "-3C"},
         {"role": "assistant", "content": "It is -3C in Oslo."},
     ]
-    ids, mask = tokenizer.chat(messages, tools)
-    decode = tokenizer.tokenizer.decode
+    ids, mask, _ = encoder.chat(messages, tools)
+    decode = vocabulary.tokenizer.decode
     trained, spans, current = [], [], []
     for token, flag in zip(ids, mask):
         if flag:

@@ -76,6 +76,6 @@ def chat_template_path(choice: str) -> str | None:
     """model.chat_template as a file: unifier's ChatML, None for the tokenizer's own, or the recipe's .jinja."""
     if choice == "chatml":
         return str(chatml_template_file())
-    if choice == "tokenizer":
+    if choice in ("tokenizer", "auto"):
         return None
     return choice  # a .jinja path, made absolute when the recipe was loaded

@@ -269,12 +269,18 @@ def validate(
                 f"{stats.truncated_rows} rows longer than max_seq_length {stats.max_seq_length}",
                 highlight=False,
             )
+            t = spec.training
+            per_step = f"batch {t.per_device_batch_size} x accumulation {t.gradient_accumulation_steps}"
+            if spec.compute.world_size > 1:
+                per_step += f" x {spec.compute.world_size} processes"
             out.print(
-                f"  trained tokens: {stats.trained_tokens} per pass; {stats.steps_per_epoch} steps per pass "
-                f"at batch {stats.batch_size}; padding {stats.padding_fraction:.0%} unpacked, "
+                f"  trained tokens: {stats.trained_tokens} per pass; {stats.steps_per_epoch} optimizer steps per "
+                f"pass at {per_step}; padding {stats.padding_fraction:.0%} unpacked, "
                 f"{stats.packed_padding_fraction:.0%} packed",
                 highlight=False,
             )
+            if stats.template:
+                out.print(f"  chat template: {stats.template}", highlight=False)
     for warning in data.warnings:
         out.print(f"  [yellow]warning[/]: {escape(warning)}", highlight=False)
     if show:
@@ -282,32 +288,30 @@ def validate(
 
 
 def _show_samples(spec, data, count: int) -> None:
-    """`validate --show N`: rendered rows with the trained tokens marked."""
+    """`validate --show N`: rendered rows with the trained tokens marked (the encoder's own tokens and mask)."""
     from rich.text import Text
 
-    from .builtin import chat_template_path
-    from .data.tokens import light_tokenizer, row_sample
-    from .model_info import read_model_info
+    from .data.tokens import sample_spans
 
-    tokenizer = light_tokenizer(
-        read_model_info(spec.model.name_or_path, spec.model.revision),
-        chat_template_path(spec.model.chat_template),
-    )
-    if isinstance(tokenizer, str):
-        raise UserError(f"--show: {tokenizer}", hint="--show renders rows with the recipe's tokenizer")
-    marks = not out.is_terminal
-    for number, (row, where) in enumerate(zip(data.train[:count], data.train_locations[:count]), start=1):
-        sample = row_sample(
-            tokenizer, data.kind, row, where, spec.model.max_seq_length, spec.data.assistant_only_loss
+    if data.encoder is None:
+        raise UserError(
+            "--show: the rows could not be encoded here (the model's tokenizer is not readable)",
+            hint="--show renders rows with the recipe's tokenizer and chat template",
         )
-        cut = f", {sample.cut} cut at max_seq_length" if sample.cut else ""
+    marks = not out.is_terminal
+    max_len = spec.model.max_seq_length
+    rows = zip(data.encoded["train"][:count], data.train_locations[:count])
+    for number, (encoded, where) in enumerate(rows, start=1):
+        trained = sum(encoded.mask[:max_len])
+        cut = encoded.length - min(encoded.length, max_len)
+        cut_text = f", {cut} cut at max_seq_length" if cut else ""
         out.print(
-            f"[bold]sample {number}[/] ({where}): {sample.length} tokens, {sample.trained} trained{cut}",
+            f"[bold]sample {number}[/] ({where}): {encoded.length} tokens, {trained} trained{cut_text}",
             highlight=False,
         )
         text = Text()
-        for piece, trained in sample.spans:
-            if trained:
+        for piece, is_trained in sample_spans(data.encoder.vocabulary, encoded, max_len):
+            if is_trained:
                 text.append(f"[[{piece}]]" if marks else piece, style="bold green")
             else:
                 text.append(piece, style="dim")

@@ -101,7 +101,7 @@ def model_problems(spec: JobSpec, info: ModelInfo) -> None:
             raise UserError(
                 f"model.chat_template: tokenizer, but the tokenizer of {spec.model.name_or_path} has no "
                 "chat template",
-                hint="use chat_template: chatml (unifier's), or a .jinja file",
+                hint="use chat_template: auto (unifier's ChatML for a model without a template), or a .jinja file",
             )
     if spec.adapter.type == "full":
         return
@@ -187,11 +187,18 @@ def plan(spec: JobSpec, backend: str | None = None, run_dir: str | None = None, 
 
 
 def write_data(folder: RunFolder, data: PreparedData, the_plan, backend) -> None:
-    """The canonical rows, then every view the plan says the backend reads."""
+    """The canonical rows, their encoded tokens (what every backend trains) and the chat template, then every
+    view the plan says the backend reads."""
+    from .data.tokens import write_tokens
+
     data.write(folder)
+    write_tokens(folder, data)
     for view in the_plan.data_views:
-        rows = [backend.view_row(view.layout, row) for row in data.file_rows(view.split)]
-        write_jsonl(Path(view.path), rows)
+        rows, encoded = data.split(view.split), data.encoded[view.split]
+        views = [
+            backend.view_row(view.layout, rows[i], encoded[i].layout) for i in data.file_order(view.split)
+        ]
+        write_jsonl(Path(view.path), views)
 
 
 def write_jsonl(path: Path, rows: list[dict]) -> None:

@@ -233,13 +233,11 @@ def held_out_loss(model, tokenizer, run: TrainedRun, rows: list[dict]) -> dict[s
     """Mean loss per trained token (and its perplexity) over rows, one row at a time (no padding effects)."""
     import torch
 
-    from .data.tokens import TrainerTokenizer
-
-    counter = TrainerTokenizer.wrapping(tokenizer)
+    counter = run_encoder(tokenizer, run)
     max_len = run.spec.model.max_seq_length
     total, count = 0.0, 0
     for row in rows:
-        ids, mask = _ids_and_mask(counter, row, run.spec.data.assistant_only_loss)
+        ids, mask = _ids_and_mask(counter, row)
         ids, mask = ids[:max_len], mask[:max_len]
         if sum(mask[1:]) == 0:
             continue
@@ -260,14 +258,12 @@ def held_out_loss(model, tokenizer, run: TrainedRun, rows: list[dict]) -> dict[s
 def preference_scores(model, tokenizer, run: TrainedRun, rows: list[dict]) -> dict[str, float]:
     """For preference pairs: how often the chosen answer is likelier than the rejected one (summed log-prob of
     the answer tokens), and the mean margin, as DPO's reward accuracy and margin count them (without beta)."""
-    from .data.tokens import TrainerTokenizer
-
-    counter = TrainerTokenizer.wrapping(tokenizer)
-    max_len = run.spec.model.max_seq_length
+    counter = run_encoder(tokenizer, run)
     margins = []
     for row in rows:
-        chosen = _answer_logp(model, counter, row["prompt"], row["chosen"], row.get("tools"), max_len)
-        rejected = _answer_logp(model, counter, row["prompt"], row["rejected"], row.get("tools"), max_len)
+        pair = counter.encode("preference", row).layout
+        chosen = _answer_logp(model, pair["prompt_ids"], pair["chosen_ids"])
+        rejected = _answer_logp(model, pair["prompt_ids"], pair["rejected_ids"])
         margins.append(chosen - rejected)
     return {
         "preference_accuracy": sum(m > 0 for m in margins) / len(margins),
@@ -275,29 +271,39 @@ def preference_scores(model, tokenizer, run: TrainedRun, rows: list[dict]) -> di
     }
 
 
-def _answer_logp(model, counter, prompt, answer, tools, max_len: int) -> float:
+def _answer_logp(model, prompt_ids: list[int], answer_ids: list[int]) -> float:
+    """Summed log-probability of the answer tokens after the prompt (the encoder truncated both as training)."""
     import torch
 
-    prefix, _ = counter.chat(prompt, tools, add_generation_prompt=True)
-    ids, _ = counter.chat(prompt + answer, tools)
-    ids = ids[:max_len]
-    input_ids = torch.tensor([ids], device=model.device)
+    input_ids = torch.tensor([prompt_ids + answer_ids], device=model.device)
     with torch.no_grad():
         logits = model(input_ids=input_ids).logits[0, :-1].float()
     logp = torch.log_softmax(logits, dim=-1).gather(1, input_ids[0, 1:, None])[:, 0]
-    return float(logp[len(prefix) - 1 :].sum())
+    return float(logp[len(prompt_ids) - 1 :].sum())
 
 
-def _ids_and_mask(tokenizer, row: dict, assistant_only: bool) -> tuple[list[int], list[int]]:
-    if "text" in row:
-        ids = tokenizer.text(row["text"])
-        return ids, [1] * len(ids)
-    if "chosen" in row:
-        prompt, _ = tokenizer.chat(row["prompt"], row.get("tools"), add_generation_prompt=True)
-        ids, _ = tokenizer.chat(row["prompt"] + row["chosen"], row.get("tools"))
-        return ids, [0] * len(prompt) + [1] * (len(ids) - len(prompt))
-    ids, mask = tokenizer.chat(row["messages"], row.get("tools"))
-    return ids, mask if assistant_only else [1] * len(ids)
+def run_encoder(tokenizer, run: TrainedRun):
+    """The run's own encoder (unifier/data/encode.py) on the loaded tokenizer and the template it trained with:
+    eval scores exactly the tokens training did."""
+    from .data.encode import ChatTemplate, Encoder, Vocabulary
+
+    template = (
+        ChatTemplate(tokenizer.chat_template, "the run's chat template", "run")
+        if tokenizer.chat_template
+        else None
+    )
+    m = run.spec.model
+    return Encoder(
+        Vocabulary.from_transformers(tokenizer), template, max_len=m.max_seq_length,
+        assistant_only=run.spec.data.assistant_only_loss,
+    )  # fmt: skip
+
+
+def _ids_and_mask(encoder, row: dict) -> tuple[list[int], list[int]]:
+    """A row's tokens and loss mask as training encodes them (a preference pair: its chosen side)."""
+    kind = "text" if "text" in row else "preference" if "chosen" in row else "chat"
+    encoded = encoder.encode(kind, row)
+    return encoded.ids, encoded.mask
 
 
 def _prompt_and_reference(row: dict) -> tuple[list[dict] | None, str | None]:

@@ -4,7 +4,9 @@
 
 Downloads the llama-cpp-python source release (PyPI; it vendors llama.cpp), copies llama.cpp's own converter
 (convert_hf_to_gguf.py, its conversion/ package and gguf-py/, the versions that belong together) into
-<environment>/share/llama.cpp, where `unify export` finds it, and with --bindings builds and installs the
+<environment>/share/llama.cpp, where `unify export` finds it, with two real tokenizers (models/ggml-vocab-qwen2,
+-llama-bpe) and the official chat templates (models/templates/) that unifier/real_vocab.py builds test models
+from, and with --bindings builds and installs the
 bindings (`llama_cpp`, a CPU build; the tests load the GGUF with them). `make setup` runs it.
 """
 
@@ -20,7 +22,16 @@ import tempfile
 from pathlib import Path
 
 VERSION = "0.3.36"  # llama-cpp-python; tests/test_after_training.py checks GGUFs written with its converter
-PARTS = ("convert_hf_to_gguf.py", "conversion/", "gguf-py/", "LICENSE")
+# the converter, and the real tokenizers and official chat templates unifier/real_vocab.py builds test models from
+PARTS = (
+    "convert_hf_to_gguf.py",
+    "conversion/",
+    "gguf-py/",
+    "LICENSE",
+    "models/templates/",
+    "models/ggml-vocab-qwen2.gguf",
+    "models/ggml-vocab-llama-bpe.gguf",
+)
 CPU_BUILD = "-DGGML_NATIVE=OFF -DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_EXAMPLES=OFF -DLLAMA_BUILD_TOOLS=OFF -DLLAMA_BUILD_SERVER=OFF"
 
 

@@ -6,7 +6,8 @@
       run.log         everything third-party libraries printed
       run.sh          (unify prepare / plan --write) the native program with this installation's tools
       loss.png        the loss curve
-      data/           the normalized rows every backend trains on, and backend views of them
+      data/           the normalized rows, their encoded tokens (what every backend trains), the chat template,
+                      and backend views of them
       checkpoints/    checkpoint-<step>/ (resumable), the trainer's own outputs
       adapter/        the PEFT adapter + tokenizer   (model/ for full fine-tuning; merged/ when asked)
       logs/           output.report_to: the trackers' local files (logs/tensorboard, logs/wandb, ...)
@@ -110,6 +111,20 @@ class RunFolder:
     def data_summary(self) -> Path:
         return self.data / "summary.json"
 
+    def tokens_file(self, split: str) -> Path:
+        """The encoded rows every backend trains (unifier/data/encode.py), in data/<split>.jsonl's order."""
+        return self.data / f"{split}.tokens.jsonl"
+
+    @property
+    def tokens_summary(self) -> Path:
+        """What the encoded rows depend on (template, tokenizer, data, max length) and their statistics."""
+        return self.data / "tokens.json"
+
+    @property
+    def chat_template(self) -> Path:
+        """The chat template the run trained with; chat, eval and export render with it."""
+        return self.data / "chat_template.jinja"
+
     # ---- training ----
     @property
     def checkpoints(self) -> Path:
@@ -174,8 +189,8 @@ class RunFolder:
         """The paths a training program needs, for its CONFIG (printed programs get them as values)."""
         return {
             "run_dir": str(self.root),
-            "train_file": str(self.data_file("train")),
-            "eval_file": str(self.data_file("eval")),
+            "train_file": str(self.tokens_file("train")),
+            "eval_file": str(self.tokens_file("eval")),
             "checkpoints": str(self.checkpoints),
             "adapter_dir": str(self.adapter),
             "model_dir": str(self.model),

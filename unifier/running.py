@@ -198,6 +198,9 @@ def resume(
                 f"{folder.root}: the training data differ from the data the checkpoints were trained on",
                 hint="resume with the data of the original run, or start a new run in another output.dir",
             )
+        info = model_for_run(spec)
+        token_summary = _checked_tokens(spec, data, info)
+        _check_same_tokens(folder, data)
         checkpoint = newest_checkpoint(folder)
         step = checkpoint.step if checkpoint else 0
         the_plan = chosen.plan(
@@ -206,7 +209,7 @@ def resume(
                 chosen,
                 folder,
                 data.kind,
-                info=model_for_run(spec),
+                info=info,
                 resume_from=str(checkpoint.path) if checkpoint else None,
             )
         )
@@ -222,7 +225,7 @@ def resume(
             versions=library_versions(),
             host=host_info(),
             pid=os.getpid(),
-            data=data.summary(),
+            data={**data.summary(), "tokens": token_summary},
         )
         record.setdefault("resumes", []).append(
             {
@@ -248,9 +251,30 @@ def _checked_tokens(spec: JobSpec, data: PreparedData, info) -> dict | None:
         builtin.ensure_model(spec.model.name_or_path)  # its tokenizer is built with it
         info = model_for_run(spec)
     stats, note = check_trainable(spec, data, info, exact=True)
+    if stats is None:
+        raise UserError(
+            f"unifier encodes the rows with the model's tokenizer before training, and {note}",
+            hint="give a local model folder with tokenizer.json, or make the hub model reachable",
+        )
     for warning in data.warnings:
         logging.getLogger("unifier").warning(warning)
-    return stats.summary() if stats else {"not_counted": note}
+    return stats.summary()
+
+
+def _check_same_tokens(folder: RunFolder, data: PreparedData) -> None:
+    """A resumed run trains the tokens its checkpoints were trained on: the same template and tokenizer."""
+    try:
+        recorded = json.loads(folder.tokens_summary.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return  # a run folder written before unifier recorded its tokens
+    now = data.encoder.fingerprint()
+    changed = [key for key in ("chat_template", "tokenizer") if recorded.get(key) != now[key]]
+    if changed:
+        raise UserError(
+            f"{folder.root}: the {' and the '.join(c.replace('_', ' ') for c in changed)} differ from the ones the "
+            "checkpoints were trained with, so the rows would be other tokens",
+            hint="resume with the original model folder and chat template, or start a new run",
+        )
 
 
 def spec_changes(before: dict, after: dict, prefix: str = "") -> list[tuple[str, Any, Any]]:

@@ -66,9 +66,13 @@ class TrainedRun:
         return read_model_info(self.spec.model.name_or_path, self.spec.model.revision).location
 
     def chat_template(self) -> str | None:
+        """The template the run trained with (its run folder keeps it); None: the tokenizer's own."""
+        if self.folder.chat_template.is_file():
+            return self.folder.chat_template.read_text(encoding="utf-8")
         from .builtin import chat_template_path
 
-        path = chat_template_path(self.spec.model.chat_template)
+        choice = self.spec.model.chat_template
+        path = chat_template_path(choice) if choice not in ("auto", "tokenizer") else None
         return Path(path).read_text(encoding="utf-8") if path else None
 
 

@@ -1,7 +1,8 @@
 """Row formats and their conversion to unifier's canonical rows.
 
 Canonical rows (what every backend trains on):
-- chat:       {"messages": [{"role", "content", ["tool_calls"], ["name"]}...], ["tools": [...]]}
+- chat:       {"messages": [{"role", "content", ["tool_calls"], ["name"], ["reasoning_content"]}...],
+               ["tools": [...]]}
 - text:       {"text": "..."}
 - preference: {"prompt": [messages], "chosen": [messages], "rejected": [messages], ["tools": [...]]}
 
@@ -210,6 +211,11 @@ def _message_list(messages: Any, roles: dict[str, str], key: str = "messages") -
             ]
         if role == "tool" and message.get("name"):
             out["name"] = message["name"]
+        reasoning = message.get("reasoning_content", message.get("reasoning"))
+        if reasoning is not None and role == "assistant":
+            if not isinstance(reasoning, str):
+                raise RowError(f"{key}[{index}].reasoning_content must be text")
+            out["reasoning_content"] = reasoning  # the template renders it (Qwen3: <think>...</think>)
         if out["content"] is None and "tool_calls" in out:
             out["content"] = ""
         clean.append(out)

@@ -35,6 +35,8 @@ class PreparedData:
     epochs_in_file: int = 1  # data/train.jsonl holds this many passes, each in its own order
     seed: int = 42
     shuffle: bool = True
+    encoder: object = None  # the job's Encoder and each split's encoded rows, once counted (data/tokens.py)
+    encoded: dict = field(default_factory=dict)
 
     def split(self, name: str) -> list[dict]:
         return self.train if name == "train" else self.eval
@@ -64,24 +66,29 @@ class PreparedData:
                 digest.update(json.dumps(row, sort_keys=True, ensure_ascii=False).encode())
         return digest.hexdigest()
 
-    def epoch_order(self, epoch: int) -> list[dict]:
-        """The training rows of one pass: pass 0 is the order shuffled with data.seed; every later pass is
-        reshuffled with (data.seed, pass), so no two passes repeat an order; data.shuffle: false keeps the
-        file order in every pass."""
+    def epoch_order(self, epoch: int) -> list[int]:
+        """The training rows of one pass, as indices: pass 0 is the order shuffled with data.seed; every later
+        pass is reshuffled with (data.seed, pass), so no two passes repeat an order; data.shuffle: false keeps
+        the file order in every pass."""
+        order = list(range(len(self.train)))
         if epoch == 0 or not self.shuffle:
-            return self.train
-        rows = list(self.train)
-        random.Random(f"{self.seed}:epoch:{epoch}").shuffle(rows)
-        return rows
+            return order
+        random.Random(f"{self.seed}:epoch:{epoch}").shuffle(order)
+        return order
 
-    def file_rows(self, split: str) -> Iterator[dict]:
-        """The rows of data/<split>.jsonl in file order: every pass of the training rows, one after the other;
-        the eval rows once. Backend views of the data (backends' data_views) are written from the same rows."""
+    def file_order(self, split: str) -> Iterator[int]:
+        """The rows of data/<split>.jsonl in file order, as indices into the split: every pass of the training
+        rows, one after the other; the eval rows once. The encoded rows and the backends' views follow it."""
         if split != "train":
-            yield from self.eval
+            yield from range(len(self.eval))
             return
         for epoch in range(self.epochs_in_file):
             yield from self.epoch_order(epoch)
+
+    def file_rows(self, split: str) -> Iterator[dict]:
+        rows = self.split(split)
+        for index in self.file_order(split):
+            yield rows[index]
 
     def write(self, folder) -> None:
         """data/train.jsonl, eval.jsonl and summary.json in a RunFolder. Every backend reads the files in

@@ -26,10 +26,12 @@ class ModelSpec(Section):
     )
     trust_remote_code: bool = Field(False, description="Allow the model repository's own Python code to run.")
     chat_template: str = Field(
-        "chatml",
-        description="'chatml' (unifier's ChatML template with assistant-turn masking, identical on every "
-        "backend), 'tokenizer' (the tokenizer's own template; it must mark assistant turns), or a path to a "
-        ".jinja file.",
+        "auto",
+        description="The chat format chat rows train in (unifier renders and masks every row itself, the same "
+        "tokens on every backend): 'auto' (the model's own template, as vLLM/llama.cpp/apply_chat_template "
+        "serve it; unifier's ChatML for a model without one), 'tokenizer' (the model's own, required), "
+        "'chatml' (unifier's ChatML; refused when its tags are not tokens of the vocabulary), or a path to "
+        "a .jinja file.",
     )
 
     @field_validator("name_or_path")
@@ -45,6 +47,8 @@ class ModelSpec(Section):
     @field_validator("chat_template")
     @classmethod
     def _template_choice(cls, value: str) -> str:
-        if value in ("chatml", "tokenizer") or value.endswith(".jinja"):
+        if value in ("auto", "chatml", "tokenizer") or value.endswith(".jinja"):
             return value
-        raise ValueError(f"expected one of chatml, tokenizer, or a path to a .jinja file (got '{value}')")
+        raise ValueError(
+            f"expected one of auto, chatml, tokenizer, or a path to a .jinja file (got '{value}')"
+        )
