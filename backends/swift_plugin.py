@@ -106,21 +106,6 @@ def accept_indexed_cpu_locations():
     torch.serialization.register_package(30, lambda obj: None, restore)
 
 
-def register_agent_template():
-    """unifier_hermes: ms-swift's hermes tool format exactly as unifier's ChatML template renders it. ms-swift's
-    own hermes puts two newlines before '# Tools' even when there is no system prompt; Qwen's template (and
-    unifier's) does not, so without this the same tools row would be other tokens on swift."""
-    from swift.agent_template import agent_template_map
-    from swift.agent_template.hermes import HermesAgentTemplate
-
-    class UnifierHermes(HermesAgentTemplate):
-        def _format_tools(self, tools, system=None, user_message=None):
-            text = super()._format_tools(tools, system=system, user_message=user_message)
-            return text if system else text.removeprefix("\n\n")
-
-    agent_template_map["unifier_hermes"] = UnifierHermes
-
-
 def register_tokens_template():
     """unifier_tokens: ms-swift trains the token ids and labels unifier's encoder wrote into each row
     (unifier/data/encode.py; the row's unifier_input_ids / unifier_labels, rejected_... for the rejected side of
@@ -142,7 +127,12 @@ def register_tokens_template():
 
     register_template(
         TemplateMeta(
-            "unifier_tokens", prefix=[], prompt=["{{QUERY}}"], chat_sep=None, template_cls=GivenTokens
+            "unifier_tokens",
+            prefix=[],
+            prompt=["{{QUERY}}"],
+            chat_sep=None,
+            template_cls=GivenTokens,
+            agent_template="hermes",  # ms-swift's loader wants one for rows with tools; nothing renders them here
         ),
         exist_ok=True,
     )
@@ -158,7 +148,6 @@ def install():
 
         install_worker_handlers()
         accept_indexed_cpu_locations()
-    register_agent_template()
     register_tokens_template()
     callbacks_map.update(
         {

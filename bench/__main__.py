@@ -1,6 +1,6 @@
-"""`make bench`: the CPU benchmarks (items 1-4 of bench/README.md), then bench/RESULTS.md rewritten.
+"""`make bench`: the CPU benchmarks (items 1-5 of README.md's "Benchmarks"), then bench/RESULTS.md rewritten.
 
-    .venv/bin/python -m bench [--only overhead,cli,data,throughput] [--pairs 5] [--steps 800]
+    .venv/bin/python -m bench [--only overhead,cli,data,encoding,throughput] [--pairs 5] [--steps 800]
 
 Raw numbers go to bench/results.json (committed beside RESULTS.md, so the tables can be re-rendered and
 diffed); scratch runs to runs/bench/. A run of a subset (--only) keeps the other sections' previous numbers.
@@ -16,11 +16,11 @@ import sys
 import time
 from pathlib import Path
 
-from . import cli_latency, data_pipeline, overhead, throughput
+from . import cli_latency, data_pipeline, encoding, overhead, throughput
 from .common import ROOT, git_commit, machine
 from .results import RESULTS_JSON, write_results
 
-SECTIONS = ("overhead", "cli", "data", "throughput")
+SECTIONS = ("overhead", "cli", "data", "throughput", "encoding")
 
 
 def main() -> None:
@@ -55,6 +55,8 @@ def main() -> None:
         results["cli"] = cli_latency.run()
     if "data" in only:
         results["data"] = data_pipeline.run(args.rows, 10_000, work / "data")
+    if "encoding" in only:
+        results["encoding"] = encoding.run(args.rows, work / "encoding")
     if "throughput" in only:
         results["throughput"] = throughput.run(
             ["peft"] + [b for b in backends if b != "peft"], args.throughput_steps, work / "throughput"

@@ -180,6 +180,34 @@ def data_section(data: dict) -> list[str]:
     ]
 
 
+def encoding_section(data: dict) -> list[str]:
+    return [
+        "## 5. Encoding: unifier's encoder beside trl's and ms-swift's tokenization",
+        "",
+        f"{data['rows']:,} generated chat rows (system, 1-3 turns, tools on 30%) with {data['model']}, one "
+        "process each, the same rows (bench/encoding.py):",
+        "",
+        *_table(
+            ["engine", "gives", "seconds", "rows/s", "unifier's time / its time", "rows with unifier's ids"],
+            [
+                [
+                    e["engine"],
+                    e["output"],
+                    f"{e['seconds']:.1f}",
+                    f"{e['rows_per_s']:,.0f}",
+                    f"{e['vs_unifier']:.2f}",
+                    f"{e['rows_with_unifiers_ids']:.1%}",
+                ]
+                for e in data["engines"]
+            ],
+        ),
+        "",
+        f"`unify validate` on the same {data['rows']:,} rows (a fresh process: read, check, normalize, encode, "
+        f"count): {data['validate_seconds']:.1f} s.",
+        "",
+    ]
+
+
 def throughput_section(data: dict) -> list[str]:
     return [
         "## 4. Backend throughput on the CPU (tiny model)",
@@ -212,7 +240,7 @@ def throughput_section(data: dict) -> list[str]:
 
 
 def gpu_section(gpu: dict | None) -> list[str]:
-    lines = ["## 5. GPU (bench/gpu.sh)", ""]
+    lines = ["## 6. GPU (bench/gpu.sh)", ""]
     bench = (gpu or {}).get("benchmark")
     if not bench or bench["meta"]["mode"] != "gpu":
         return [
@@ -292,6 +320,7 @@ def render(results: dict, gpu: dict | None) -> str:
         ("cli", cli_section),
         ("data", data_section),
         ("throughput", throughput_section),
+        ("encoding", encoding_section),
     )
     for key, section in sections:
         if key in results:

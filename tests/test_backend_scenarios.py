@@ -119,8 +119,10 @@ def test_dpo_on_preference_pairs_and_merged_save(dpo_runs, tiny_model_dir, backe
 def test_raw_text_continued_pretraining(text_runs, backend):
     folder = text_runs.run(backend)
     record = assert_complete_run(folder, backend, TEXT_STEPS)
+    tokens = read_jsonl(folder / "data" / "train.tokens.jsonl")[0]
+    assert set(tokens["assistant_masks"]) == {1}  # loss on every token, the EOS trl appends included
     if backend == "swift":
-        assert argv_value(record, "--loss_scale") == "all"
+        assert argv_value(record, "--template") == "unifier_tokens"
         view = read_jsonl(folder / "data" / "train.swift.jsonl")[0]
-        assert view["messages"][0]["role"] == "assistant"
         assert view["messages"][0]["content"].startswith("The capital")
+        assert view["unifier_input_ids"] == tokens["input_ids"] == view["unifier_labels"]

@@ -168,6 +168,51 @@ def _write_gguf(run: TrainedRun, folder: Path, converter: Path, quant: str) -> N
                 + "\n  ".join(lines or ["(it printed nothing)"]),
                 hint="`unify export --format merged` works for any model",
             )
+        _check_gguf_tokenizer(folder / "model.gguf", merged / "tokenizer.json", result.stdout)
+
+
+def _check_gguf_tokenizer(gguf_file: Path, tokenizer_json: Path, converter_output: str) -> None:
+    """Never a file llama.cpp cannot load: a byte-level BPE tokenizer (Llama 3, Qwen) must become llama.cpp's
+    'gpt2' tokenizer, not its SentencePiece layout ('llama', which llama.cpp aborts on for such a vocabulary);
+    where llama.cpp's bindings are installed, the file's vocabulary is loaded in a separate process too."""
+    import json
+
+    written = next(
+        (
+            json.loads(line.split(" ", 1)[1])
+            for line in converter_output.splitlines()
+            if line.startswith("UNIFIER_GGUF ")
+        ),
+        {},
+    )
+    try:
+        pre_tokenizer = json.dumps(
+            json.loads(tokenizer_json.read_text(encoding="utf-8")).get("pre_tokenizer")
+        )
+    except (OSError, ValueError):
+        pre_tokenizer = ""
+    if '"ByteLevel"' in pre_tokenizer and written.get("model") not in (None, "gpt2"):
+        raise UserError(
+            f"--format gguf: llama.cpp's converter wrote the byte-level BPE tokenizer as '{written['model']}' "
+            f"(pre-tokenizer '{written.get('pre')}'), a layout llama.cpp cannot load for this vocabulary; no file "
+            "was kept",
+            hint="check the model folder's tokenizer.json (a byte-level BPE must not claim byte_fallback), or "
+            "export --format merged",
+        )
+    import importlib.util
+
+    if importlib.util.find_spec("llama_cpp") is None:
+        return
+    probe = "import sys; from llama_cpp import Llama; Llama(model_path=sys.argv[1], vocab_only=True, verbose=False)"
+    loaded = subprocess.run([sys.executable, "-c", probe, str(gguf_file)], capture_output=True, text=True)
+    if loaded.returncode != 0:
+        tail = [line for line in loaded.stderr.splitlines() if line.strip()][-3:]
+        raise UserError(
+            "--format gguf: llama.cpp cannot load the converted file's vocabulary ("
+            + (" ".join(tail) or f"exit code {loaded.returncode}")
+            + "); no file was kept",
+            hint="export --format merged and convert it with a newer llama.cpp",
+        )
 
 
 # llama.cpp's converter run as its own script; for a tokenizer it does not know by its hash (the tiny model's),
@@ -191,4 +236,9 @@ if base is not None and pre:
     base.TextModel.get_vocab_base_pre = get_vocab_base_pre
 sys.argv = [converter, *sys.argv[3:]]
 runpy.run_path(converter, run_name="__main__")
+import json
+from gguf import GGUFReader
+fields = GGUFReader(sys.argv[sys.argv.index("--outfile") + 1]).fields
+read = lambda key: bytes(fields[key].parts[-1]).decode() if key in fields else None
+print("UNIFIER_GGUF " + json.dumps({"model": read("tokenizer.ggml.model"), "pre": read("tokenizer.ggml.pre")}))
 """

@@ -12,6 +12,7 @@ models' settings), and a 2-layer model of the family's architecture with that vo
 
 from __future__ import annotations
 
+import functools
 import json
 import shutil
 import tempfile
@@ -20,7 +21,8 @@ from pathlib import Path
 
 from .builtin import cache_root
 
-VERSION = "1"
+VERSION = "3"
+LLAMA3_SPLIT = r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+"
 
 
 @dataclass(frozen=True)
@@ -32,6 +34,7 @@ class Family:
     bos: str | None
     eos: str
     pad: str | None
+    byte_level_llama3: bool = False
 
 
 FAMILIES = {
@@ -45,7 +48,7 @@ FAMILIES = {
     ),
     "llama3.1": Family(
         "ggml-vocab-llama-bpe.gguf", "meta-llama-Llama-3.1-8B-Instruct.jinja", "LlamaForCausalLM", "llama",
-        "<|begin_of_text|>", "<|eot_id|>", None,
+        "<|begin_of_text|>", "<|eot_id|>", None, byte_level_llama3=True,
     ),
 }  # fmt: skip
 VOCAB_FILES = tuple(sorted({f.vocab for f in FAMILIES.values()}))
@@ -82,10 +85,12 @@ def ensure(name: str) -> Path:
         raise FileNotFoundError(
             f"{source / family.vocab} is missing: run `python -m unifier.llama_cpp` (make setup does)"
         )
-    import torch
-    from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
+    import copy
 
-    tokenizer = AutoTokenizer.from_pretrained(str(source), gguf_file=family.vocab)
+    import torch
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    tokenizer = copy.deepcopy(_vocab_tokenizer(str(source), family.vocab))
     tokenizer.chat_template = (source / "templates" / family.template).read_text(encoding="utf-8")
     tokenizer.bos_token, tokenizer.eos_token = family.bos, family.eos
     tokenizer.pad_token = family.pad
@@ -111,6 +116,8 @@ def ensure(name: str) -> Path:
     scratch = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", dir=folder.parent))
     try:
         tokenizer.save_pretrained(scratch)
+        if family.byte_level_llama3:
+            _as_published_llama3(scratch / "tokenizer.json")
         model.save_pretrained(scratch, safe_serialization=True)
         (scratch / "unifier_fixture.json").write_text(
             json.dumps({"family": name, "vocab": family.vocab, "template": family.template}, indent=1)
@@ -120,3 +127,38 @@ def ensure(name: str) -> Path:
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
     return folder
+
+
+@functools.cache
+def _vocab_tokenizer(source: str, vocab: str):
+    """A GGUF vocabulary read once per process (Qwen2.5 and Qwen3 share one; reading one takes ~30 s)."""
+    from transformers import AutoTokenizer
+
+    return AutoTokenizer.from_pretrained(source, gguf_file=vocab)
+
+
+def ensure_all() -> dict[str, Path]:
+    return {name: ensure(name) for name in FAMILIES}
+
+
+def _as_published_llama3(path: Path) -> None:
+    """transformers rebuilds the GGUF's Llama 3 vocabulary as a BPE with byte fallback, GPT-2's pre-tokenizer
+    regex and a Sequence decoder; Meta's published tokenizer.json is a byte-level BPE that ignores merges for
+    whole words, splits with Llama 3's own regex (digits in groups of 1-3) and decodes byte-level. Written as
+    published, so it tokenizes like the real one and llama.cpp's converter recognizes it (llama-bpe)."""
+    tokenizer = json.loads(path.read_text(encoding="utf-8"))
+    tokenizer["model"].update(ignore_merges=True, byte_fallback=False)
+    tokenizer["pre_tokenizer"] = {
+        "type": "Sequence",
+        "pretokenizers": [
+            {"type": "Split", "pattern": {"Regex": LLAMA3_SPLIT}, "behavior": "Isolated", "invert": False},
+            {"type": "ByteLevel", "add_prefix_space": False, "trim_offsets": True, "use_regex": False},
+        ],
+    }
+    tokenizer["decoder"] = {
+        "type": "ByteLevel",
+        "add_prefix_space": True,
+        "trim_offsets": True,
+        "use_regex": True,
+    }
+    path.write_text(json.dumps(tokenizer, ensure_ascii=False), encoding="utf-8")

@@ -6,9 +6,11 @@ loss (the assistant turns, their end-of-turn marker included, so the model learn
 
 - a template with `{% generation %}` marks (unifier's ChatML) says so itself;
 - any other template (the official ones of Qwen, Llama, Gemma... have no marks) is located turn by turn: the
-  turn starts where the rendering of the conversation before it plus the generation prompt ends, its content is
-  found by rendering the conversation with that content replaced, and it ends after what the template writes
-  after the content when the turn ends a conversation (`<|im_end|>\\n`, `<|eot_id|>`, tool calls before them).
+  turn starts where the rendering of the conversation before it plus the generation prompt ends, and ends where
+  the rendering of the conversation up to it ends (`<|im_end|>\\n`, `<|eot_id|>`, tool calls before them);
+  where the whole conversation renders the turn otherwise (Qwen3), its content is found by rendering the
+  conversation with that content replaced, and it ends after what the template writes after the content when
+  the turn ends a conversation.
   Every piece is checked against the rendering of the whole conversation: a row whose pieces do not line up is
   refused (file:row), never mis-masked.
 
@@ -174,9 +176,21 @@ class Encoder:
                 f"assistant turn {turn}: the rendering of the conversation before it plus the generation "
                 f"prompt is not where the whole conversation's rendering has it ({_first_difference(prompt, rendered)})"
             )
-        content_start, content_end = _changed_region(rendered, self._with_sentinel(messages, index, tools))
         alone, _ = self.render(messages[: index + 1], tools)
-        _, alone_end = _changed_region(alone, self._with_sentinel(messages[: index + 1], index, tools))
+        if alone.startswith(prompt) and rendered.startswith(alone):
+            return len(prompt), len(alone)  # the conversation up to this turn is a prefix of the whole
+        # the whole conversation renders this turn otherwise than when it ends one (Qwen3 drops an earlier
+        # turn's reasoning): its content is found in the whole rendering, and it ends with what the template
+        # writes after the content when the turn ends a conversation
+        with_sentinel = self._with_sentinel(messages, index, tools)
+        alone_with_sentinel = self._with_sentinel(messages[: index + 1], index, tools)
+        if with_sentinel == rendered or alone_with_sentinel == alone:
+            raise EncodeError(
+                f"assistant turn {turn}: the template renders it differently inside the conversation than when it "
+                "ends one, and does not render its content, so its tokens cannot be told apart"
+            )
+        content_start, content_end = _changed_region(rendered, with_sentinel)
+        _, alone_end = _changed_region(alone, alone_with_sentinel)
         closing = alone[alone_end:]
         if content_start < len(prompt) or rendered[content_end : content_end + len(closing)] != closing:
             raise EncodeError(
