@@ -147,6 +147,11 @@ class Backend(ABC):
     def requires_for(self, spec: JobSpec) -> tuple[str, ...]:
         return self.requires
 
+    def option_types(self, spec: JobSpec, group: str) -> dict[str, tuple[str, str]] | None:
+        """backend_options.<name>.<group> key -> (annotation, module) where the library's source says, so values
+        are checked before any model loads (backends/signatures.value_problem); None: not known."""
+        return None
+
     def option_names(self, spec: JobSpec, group: str | None) -> frozenset[str] | None:
         """The keyword names a backend_options group accepts in the installed library (None: unknown, not
         checked)."""
@@ -247,18 +252,31 @@ def capability_problems(spec: JobSpec, caps: Capabilities, backend: str) -> list
         problems.append(
             f"compute.nnodes {spec.compute.nnodes}: {backend} does not support multi-node training"
         )
-    if world > 1 and spec.compute.strategy not in caps.strategies:
+    strategy = spec.compute.strategy
+    if strategy not in caps.strategies:
         problems.append(
-            f"compute.strategy '{spec.compute.strategy}' is not supported by {backend} "
-            f"(supported: {', '.join(caps.strategies)})"
+            f"compute.strategy '{strategy}' is not supported by {backend} (supported: {', '.join(caps.strategies)}); "
+            "DeepSpeed ZeRO and FSDP2 run on the swift backend"
+        )
+    elif world == 1 and strategy in SHARDING_ONLY:
+        problems.append(
+            f"compute.strategy '{strategy}' shards over processes and changes nothing with one process "
+            "(compute.nproc_per_node x nnodes = 1); set compute.strategy: ddp, train on more processes, or use "
+            f"{'zero2_offload / zero3_offload' if strategy.startswith('zero') else 'zero3_offload'} to keep "
+            "states in CPU memory"
         )
     return problems
+
+
+# strategies that only shard across processes: with one process they would do nothing (the *_offload ones still
+# move states to CPU memory)
+SHARDING_ONLY = ("zero2", "zero3", "fsdp2")
 
 
 def option_group_problems(spec: JobSpec, backend: Backend) -> list[str]:
     """backend_options.<name>: known groups, and (where the library is installed) keyword names its signature
     has (backends/signatures.py reads them from the source, without importing it)."""
-    from .signatures import suggestion
+    from .signatures import suggestion, value_problem
 
     groups = backend.option_groups
     options = spec.backend_options.get(backend.name, {})
@@ -286,6 +304,12 @@ def option_group_problems(spec: JobSpec, backend: Backend) -> list[str]:
                 for name in value
                 if known is not None and name not in known
             ]
+            types = backend.option_types(spec, key) or {}
+            for name, given in value.items():
+                if name in types:
+                    wrong = value_problem(given, *types[name])
+                    if wrong:
+                        problems.append(f"{prefix}.{key}.{name}: {wrong}")
     return problems
 
 

@@ -45,6 +45,35 @@ def _tree(path: Path) -> ast.Module:
 def dataclass_fields(module: str, name: str) -> frozenset[str] | None:
     """Field names of a class (annotated class attributes), its bases' included when they can be found in the
     modules it imports them from. None when the module is not installed."""
+    annotations = dataclass_annotations(module, name)
+    return None if annotations is None else frozenset(annotations)
+
+
+@functools.cache
+def dataclass_annotations(module: str, name: str) -> dict[str, tuple[str, str]] | None:
+    """field -> (its annotation as written, the module it is written in), bases first. None: not installed."""
+    found = _class_node(module, name)
+    if found is None:
+        return None
+    node, module, tree = found
+    annotations: dict[str, tuple[str, str]] = {}
+    imported = _imported_names(tree, module)
+    for base in node.bases:
+        base_name = (
+            base.id if isinstance(base, ast.Name) else base.attr if isinstance(base, ast.Attribute) else None
+        )
+        if base_name is None:
+            continue
+        inherited = dataclass_annotations(imported.get(base_name, module), base_name)
+        if inherited:
+            annotations.update(inherited)
+    for item in node.body:
+        if isinstance(item, ast.AnnAssign) and isinstance(item.target, ast.Name):
+            annotations[item.target.id] = (ast.unparse(item.annotation), module)
+    return annotations
+
+
+def _class_node(module: str, name: str) -> tuple[ast.ClassDef, str, ast.Module] | None:
     path = module_file(module)
     if path is None:
         return None
@@ -54,26 +83,65 @@ def dataclass_fields(module: str, name: str) -> frozenset[str] | None:
         for source in sorted(path.parent.glob("*.py")):
             text = source.read_text(encoding="utf-8", errors="ignore")
             if f"class {name}(" in text or f"class {name}:" in text:
-                return dataclass_fields(f"{module}.{source.stem}", name)
-    if node is None:
+                return _class_node(f"{module}.{source.stem}", name)
+    return None if node is None else (node, module, tree)
+
+
+@functools.cache
+def enum_values(module: str, name: str) -> frozenset[str] | None:
+    """The string values of an Enum class (NAME = "value" members), read from the source; None: not an enum."""
+    found = _class_node(module, name)
+    if found is None:
+        imported = _imported_names(_tree(module_file(module)), module) if module_file(module) else {}
+        return enum_values(imported[name], name) if name in imported and imported[name] != module else None
+    node, _, _ = found
+    bases = {b.id if isinstance(b, ast.Name) else getattr(b, "attr", "") for b in node.bases}
+    if not any("Enum" in base for base in bases):
         return None
-    names = {
-        item.target.id
+    values = {
+        item.value.value
         for item in node.body
-        if isinstance(item, ast.AnnAssign) and isinstance(item.target, ast.Name)
+        if isinstance(item, ast.Assign)
+        and isinstance(item.value, ast.Constant)
+        and isinstance(item.value.value, str)
     }
-    imported = _imported_names(tree, module)
-    for base in node.bases:
-        base_name = (
-            base.id if isinstance(base, ast.Name) else base.attr if isinstance(base, ast.Attribute) else None
-        )
-        if base_name is None:
-            continue
-        source = imported.get(base_name, module)
-        fields = dataclass_fields(source, base_name)
-        if fields:
-            names |= fields
-    return frozenset(names)
+    return frozenset(values) or None
+
+
+SCALARS = {"bool": (bool,), "int": (int,), "float": (int, float), "str": (str,)}
+
+
+def value_problem(value, annotation: str, module: str) -> str | None:
+    """Why `value` cannot be what a field annotated `annotation` takes (transformers' enums, bool/int/float/str);
+    None when it can, or when the annotation says too little to tell (dicts, lists, Any, unknown names)."""
+    text = (
+        annotation.replace("Optional[", "None | ").replace("Union[", "").replace("]", "").replace(",", " |")
+    )
+    names = {part.strip() for part in text.split("|") if part.strip()}
+    if value is None:
+        return None  # None is the dataclasses' own "unset" almost everywhere
+    names.discard("None")
+    enums = {n: enum_values(module, n) for n in names if n not in SCALARS}
+    if any(v is None for v in enums.values()):
+        return None  # a type this cannot read (dict, list, Any, a class): the library checks it
+    if isinstance(value, str):
+        if any(value in values for values in enums.values()):
+            return None
+        if enums:  # transformers turns the text into the enum and fails on any other value
+            choices = frozenset().union(*enums.values())
+            listed = ", ".join(sorted(choices)[:12]) + (", ..." if len(choices) > 12 else "")
+            return (
+                f"{value!r} is not one of {' / '.join(enums)}'s values ({listed}){suggestion(value, choices)}"
+            )
+        return None if "str" in names else f"expected {' or '.join(sorted(names))}, got text {value!r}"
+    allowed = tuple(t for n in names if n in SCALARS for t in SCALARS[n])
+    if enums and not allowed:
+        return f"expected one of {', '.join(sorted(set().union(*enums.values())))}, got {value!r}"
+    if isinstance(value, bool) and bool not in allowed:
+        return f"expected {' or '.join(sorted(names))}, got {value!r}"
+    if allowed and not isinstance(value, allowed):
+        return f"expected {' or '.join(sorted(names))}, got {value!r}"
+    return None
 
 
 def _imported_names(tree: ast.Module, module: str) -> dict[str, str]:

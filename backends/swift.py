@@ -97,7 +97,7 @@ class SwiftBackend(Backend):
             problems.append(
                 "data.packing with ms-swift needs flash-attention on a GPU; set data.packing: false on CPU"
             )
-        if spec.compute.strategy.startswith("zero") and on_cpu and spec.compute.world_size > 1:
+        if spec.compute.strategy.startswith("zero") and on_cpu:
             problems.append(
                 f"compute.strategy '{spec.compute.strategy}' (DeepSpeed) needs GPUs; on CPU use ddp or fsdp2"
             )
@@ -107,7 +107,7 @@ class SwiftBackend(Backend):
             problems.append(exc.message)
         if not here:
             return problems
-        if spec.compute.strategy.startswith("zero") and spec.compute.world_size > 1:
+        if spec.compute.strategy.startswith("zero"):
             problems += [
                 f"missing package: {m} (pip install deepspeed)" for m in missing_packages(("deepspeed",))
             ]
@@ -211,7 +211,8 @@ class SwiftBackend(Backend):
             ("--num_train_epochs", ctx.trainer_epochs),
             ("--max_steps", t.max_steps or -1),
             ("--learning_rate", t.learning_rate),
-            ("--lr_scheduler_type", t.lr_scheduler),
+            ("--lr_scheduler_type", t.scheduler[0]),
+            *([("--lr_scheduler_kwargs", json.dumps(t.scheduler[1]))] if t.scheduler[1] else []),
             # ms-swift reads --warmup_ratio itself (and refuses it beside --warmup_steps): the flag says what it is
             ("--warmup_steps", t.warmup_steps)
             if t.warmup_steps or not t.warmup_ratio
@@ -238,8 +239,8 @@ class SwiftBackend(Backend):
         if ctx.on_cpu:
             flags.append(("--use_cpu", True))
         env = {}
+        flags += STRATEGY_FLAGS[c.strategy]  # one process: only *_offload passes check() (ZeRO-Offload)
         if ctx.multi_process:
-            flags += STRATEGY_FLAGS[c.strategy]
             env.update(
                 NPROC_PER_NODE=str(c.nproc_per_node),
                 NNODES=str(c.nnodes),

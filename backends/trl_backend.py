@@ -33,6 +33,15 @@ class TrlBackend(Backend):
             return dataclass_fields("trl.trainer.sft_config", "SFTConfig")
         return None
 
+    def option_types(self, spec, group):
+        from .signatures import dataclass_annotations
+
+        if group != "trainer_args":
+            return None
+        if spec.training.method == "dpo":
+            return dataclass_annotations("trl.trainer.dpo_config", "DPOConfig")
+        return dataclass_annotations("trl.trainer.sft_config", "SFTConfig")
+
     def translate_data(self, ctx: PlanContext) -> dict[str, Any]:
         return trl_config.data_section(ctx)
 

@@ -79,7 +79,7 @@ def test_export_merged_gives_the_tuned_models_logits(runs, backend, tmp_path):
 def test_eval_reports_base_and_tuned_and_the_forgetting_check(runs):
     folder = runs["peft"]
     args = ["eval", str(folder), "--data", str(ROOT / "unifier/assets/tiny_chat.jsonl")]
-    args += ["--retain", "builtin:tiny-retain", "--samples", "2"]
+    args += ["--retain", "builtin:tiny-retain", "--samples", "2", "--force"]  # other tests evaluate it too
     result = unify(*args)
     assert result.returncode == 0, result.stderr[-2000:]
     report = json.loads((folder / "eval" / "eval.json").read_text())
@@ -119,6 +119,8 @@ def test_after_training_bad_inputs(runs, tmp_path):
         (["export", str(runs["peft"]), "--format", "onnx"], "--format 'onnx'"),
         (["export", str(runs["peft"]), "--format", "gguf", "--quant", "q4_k"], "--quant 'q4_k'"),
         (["chat", "--prompt", "hi"], "give a run folder or --model"),
+        (["chat", str(runs["peft"]), "--prompt", "  "], "--prompt is empty"),
+        (["export", str(runs["peft"]), "--quant", "q8_0"], "--quant q8_0: applies to --format gguf only"),
     ]
     for args, message in cases:
         result = unify(*args)
@@ -136,9 +138,11 @@ def test_dpo_recipe_trains_and_evaluates_its_preference_pairs(dpo_run):
     assert held_out.returncode == 0, held_out.stderr[-2000:]
     report = json.loads((out / "eval" / "eval.json").read_text())
     assert report["task"]["tuned"]["rows"] == 5 and "preference_accuracy" in report["task"]["tuned"]
-    trained_pairs = unify(
-        "eval", str(out), "--samples", "0", "--data", str(ROOT / "unifier/assets/tiny_preference.jsonl")
-    )
+    pairs = ["--samples", "0", "--data", str(ROOT / "unifier/assets/tiny_preference.jsonl")]
+    kept = unify("eval", str(out), *pairs)  # an earlier eval is not replaced without --force
+    assert kept.returncode == 2 and "already has an eval" in kept.stderr and "--force" in kept.stderr
+    assert json.loads((out / "eval" / "eval.json").read_text()) == report
+    trained_pairs = unify("eval", str(out), *pairs, "--force")
     assert trained_pairs.returncode == 0 and "preference pairs: chosen likelier" in trained_pairs.stdout
     task = json.loads((out / "eval" / "eval.json").read_text())["task"]
     assert task["tuned"]["preference_margin"] > task["base"]["preference_margin"]
@@ -183,7 +187,7 @@ def test_export_gguf_continues_a_prompt_like_the_merged_model(runs, backend, tmp
 @pytest.mark.slow
 def test_compare_shows_eval_results_side_by_side(runs, tmp_path):
     folder = runs["unsloth"]
-    evaluated = unify("eval", str(folder), "--data", "builtin:tiny-chat", "--samples", "0")
+    evaluated = unify("eval", str(folder), "--data", "builtin:tiny-chat", "--samples", "0", "--force")
     assert evaluated.returncode == 0, evaluated.stderr[-2000:]
     task = json.loads((folder / "eval" / "eval.json").read_text())["task"]
     result = unify("compare", "--runs", str(runs["peft"]), str(folder), "--output", str(tmp_path / "cmp"))
@@ -226,7 +230,9 @@ def test_evalscope_benchmark_on_local_data_base_vs_tuned(demo_run, tmp_path):
     bad_rows = tmp_path / "bad.jsonl"
     bad_rows.write_text(json.dumps({"foo": "bar"}) + "\n")
     out = copy_of(demo_run, tmp_path)  # recipes/tiny-cpu-sft.yaml, 300 steps on peft
-    result = unify("eval", str(out), "--samples", "0", "--benchmark", f"general_qa={qa}")
+    result = unify(
+        "eval", str(out), "--samples", "0", "--benchmark", f"general_qa={qa}", "--force"
+    )  # demo's eval
     assert result.returncode == 0, result.stderr[-2000:]
     scores = json.loads((out / "eval" / "eval.json").read_text())["benchmarks"]["general_qa"]
     assert scores["metric"].startswith("rouge") and 0 <= scores["base"] < scores["tuned"] <= 1
@@ -238,7 +244,7 @@ def test_evalscope_benchmark_on_local_data_base_vs_tuned(demo_run, tmp_path):
         (["--benchmark", f"general_qa={bad_rows}"], "a general_qa row needs text fields query and response"),
         (["--benchmark", "general_qa"], "expected NAME=FILE"),
     ):
-        bad = unify("eval", str(out), *args)
+        bad = unify("eval", str(out), *args, "--force")
         assert bad.returncode == 2 and message in bad.stderr, bad.stderr[-1500:]
 
 
@@ -324,7 +330,7 @@ def test_chat_with_tools_renders_them_and_refuses_a_bad_tools_file(runs, tmp_pat
 @pytest.mark.slow
 @pytest.mark.parametrize("backend", BACKENDS)
 def test_eval_scores_each_backends_adapter(runs, backend):
-    result = unify("eval", str(runs[backend]), "--data", "builtin:tiny-chat", "--samples", "0")
+    result = unify("eval", str(runs[backend]), "--data", "builtin:tiny-chat", "--samples", "0", "--force")
     assert result.returncode == 0, result.stderr[-2000:]
     task = json.loads((runs[backend] / "eval" / "eval.json").read_text())["task"]
     assert task["tuned"]["loss"] < task["base"]["loss"] and task["tuned"]["tokens"] == 700

@@ -111,6 +111,28 @@ RECIPE_CASES = [
         ["backend_options.peft.trainer_args.learnin_rate", "did you mean 'learning_rate'"],
     ),
     (
+        "trainer-arg-value-not-an-enum-member",
+        {"backend_options": {"peft": {"trainer_args": {"lr_scheduler_type": "bogus"}}}},
+        [
+            "backend_options.peft.trainer_args.lr_scheduler_type",
+            "'bogus' is not one of SchedulerType's values",
+        ],
+    ),
+    (
+        "trainer-arg-value-of-the-wrong-type",
+        {"backend": "unsloth", "backend_options": {"unsloth": {"trainer_args": {"logging_steps": "often"}}}},
+        ["backend_options.unsloth.trainer_args.logging_steps", "expected float, got text 'often'"],
+    ),
+    (
+        "dpo-trainer-arg-value",
+        {
+            "training.method": "dpo",
+            "data.train": [{"path": "builtin:tiny-preference"}],
+            "backend_options": {"peft": {"trainer_args": {"beta": "high"}}},
+        },
+        ["backend_options.peft.trainer_args.beta", "expected float, got text"],
+    ),
+    (
         "unknown-unsloth-keyword",
         {"backend": "unsloth", "backend_options": {"unsloth": {"from_pretrained": {"load_in_3bit": True}}}},
         ["backend_options.unsloth.from_pretrained.load_in_3bit"],
@@ -264,6 +286,18 @@ def data_cases(tmp_path: Path) -> list:
     loop = tmp_path / "loop.jsonl"
     loop.symlink_to(loop)
     cases.append(("symlink-loop", {"data.train": [{"path": str(loop)}]}, [str(loop), "symbolic link"]))
+    cases.append(
+        ("symlink-loop-relative", {"data.train": [{"path": "loop.jsonl"}]}, [str(loop), "symbolic link"])
+    )
+    (tmp_path / "loop-a").symlink_to(tmp_path / "loop-b")
+    (tmp_path / "loop-b").symlink_to(tmp_path / "loop-a")  # a folder-like name: not taken for a hub dataset
+    cases.append(
+        (
+            "symlink-loop-folder",
+            {"data.train": [{"path": str(tmp_path / "loop-a")}]},
+            ["loop-a", "symbolic link"],
+        )
+    )
     cases.append(
         (
             "missing-file",

@@ -179,3 +179,16 @@ def test_prepared_folder_trains_with_its_run_script_like_unify_run(reference_run
         "output.if_exists=overwrite",
     )
     assert again.returncode == 2 and "--discard-checkpoints" in again.stderr
+    # its checkpoint is the last step: resume refuses (the trainer would take one step past max_steps) ...
+    done = unify("resume", str(folder))
+    assert done.returncode == 2 and "is the run's last step" in done.stderr, done.stderr[-2000:]
+    assert not list(folder.glob(f"**/checkpoint-{REFERENCE_STEPS + 1}"))
+    # ... and trains exactly the steps a raised max_steps asks for, metrics.jsonl then holding every step
+    more = unify("resume", str(folder), "--force", "--set", f"training.max_steps={REFERENCE_STEPS + 2}")
+    assert more.returncode == 0, more.stderr[-3000:]
+    steps = [
+        m["step"]
+        for m in map(json.loads, (folder / "metrics.jsonl").read_text().splitlines())
+        if m.get("loss")
+    ]
+    assert steps == list(range(1, REFERENCE_STEPS + 3)), steps

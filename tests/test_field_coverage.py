@@ -52,6 +52,7 @@ CONTEXTS = {
     "quantization.": QLORA,
     "training.dpo.": {"training.method": "dpo", "data.train": [{"path": "builtin:tiny-preference"}]},
     "training.eval_steps": {"data.eval_split": 0.1},
+    "training.min_lr_ratio": {"training.lr_scheduler": "cosine"},
     "compute.": {"compute.nproc_per_node": 2},
     "compute.node_rank": {"compute.nproc_per_node": 2, "compute.nnodes": 2},
     "quantization.prequantized": {**QLORA, "model.name_or_path": "Qwen/Qwen3-8B", "compute.device": "cuda"},

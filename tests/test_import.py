@@ -41,7 +41,7 @@ EXPECTED = {
     "llamafactory_qwen3_lora_sft_otfq.yaml": {
         "adapter.type": "qlora",
         "quantization.bits": 4,
-        "model.chat_template": "chatml",
+        "model.chat_template": "tokenizer",  # LLaMA-Factory's qwen3 template is Qwen3's own format, not ChatML
     },
     "llamafactory_llama3_lora_dpo.yaml": {
         "training.method": "dpo",
@@ -340,3 +340,136 @@ def test_keys_left_out_take_the_other_tools_defaults(tmp_path):
     imported = import_file(ax, "axolotl")
     assert imported.recipe["training"]["lr_scheduler"] == "cosine"  # axolotl's default, not unifier's
     assert imported.recipe["adapter"]["target_modules"] == ["q_proj"]
+
+
+def imported_from(tmp_path, tool: str, config: dict):
+    path = tmp_path / f"{tool}.yaml"
+    path.write_text(yaml.safe_dump(config))
+    return import_file(path, tool)
+
+
+def test_keys_with_a_unifier_equivalent_are_translated_not_listed(tmp_path):
+    """What a new user's configs held: each key with a unifier equivalent lands in the recipe (and the recipe is
+    valid), none of them in the not-translated list."""
+    lf = imported_from(
+        tmp_path,
+        "llamafactory",
+        {
+            "model_name_or_path": "m",
+            "dataset": "x",
+            "train_on_prompt": True,
+            "lr_scheduler_type": "cosine_with_min_lr",
+            "lr_scheduler_kwargs": {"min_lr_rate": 0.1},
+        },
+    )
+    assert lf.recipe["data"]["assistant_only_loss"] is False  # loss on the prompts too, as asked
+    assert (lf.recipe["training"]["lr_scheduler"], lf.recipe["training"]["min_lr_ratio"]) == ("cosine", 0.1)
+    absolute = imported_from(
+        tmp_path,
+        "llamafactory",
+        {
+            "model_name_or_path": "m",
+            "dataset": "x",
+            "learning_rate": 1e-4,
+            "lr_scheduler_type": "cosine_with_min_lr",
+            "lr_scheduler_kwargs": '{"min_lr": 1e-5}',
+        },
+    )
+    assert absolute.recipe["training"]["min_lr_ratio"] == pytest.approx(0.1)
+    ax = imported_from(
+        tmp_path,
+        "axolotl",
+        {
+            "base_model": "m",
+            "adapter": "lora",
+            "datasets": [{"path": "d", "type": "alpaca"}],
+            "optimizer": "paged_adamw_32bit",
+            "lr_scheduler": "cosine",
+            "cosine_min_lr_ratio": 0.2,
+            "train_on_inputs": True,
+        },
+    )
+    assert ax.recipe["training"]["optimizer"] == "paged_adamw_32bit"
+    assert ax.recipe["training"]["min_lr_ratio"] == 0.2 and ax.recipe["data"]["assistant_only_loss"] is False
+    for imported in (lf, absolute, ax):
+        spec_from_dict(imported.recipe, source="imported")
+        listed = " ".join(imported.untranslated)
+        for key in ("train_on_prompt", "lr_scheduler", "optimizer", "cosine_min_lr_ratio", "train_on_inputs"):
+            assert key not in listed, (key, imported.untranslated)
+
+
+def test_scheduler_and_optimizer_reach_every_backend(tmp_path):
+    from unifier.core import plan
+    from unifier.spec import load_spec
+
+    from .test_translation import config_value, flag_values
+
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text((ROOT / "recipes" / "tiny-cpu-sft.yaml").read_text())
+    overrides = [
+        "training.lr_scheduler=cosine",
+        "training.min_lr_ratio=0.1",
+        "training.optimizer=paged_adamw_32bit",
+    ]
+    spec = load_spec(recipe, overrides)
+    argv = plan(spec, "swift").program.argv
+    assert flag_values(argv, "--lr_scheduler_type") == ["cosine_with_min_lr"]
+    assert json.loads(flag_values(argv, "--lr_scheduler_kwargs")[0]) == {"min_lr_rate": 0.1}
+    assert flag_values(argv, "--optim") == ["paged_adamw_32bit"]
+    for backend in ("peft", "unsloth"):
+        config = plan(spec, backend).program.config
+        assert config_value(config, "trainer_args.lr_scheduler_type") == "cosine_with_min_lr"
+        assert config_value(config, "trainer_args.lr_scheduler_kwargs") == {"min_lr_rate": 0.1}
+        assert config_value(config, "trainer_args.optim") == "paged_adamw_32bit"
+    refused = unify("validate", str(recipe), "--set", "training.min_lr_ratio=0.1")  # the recipe is linear
+    assert (
+        refused.returncode == 2 and "min_lr_ratio 0.1 applies to lr_scheduler cosine only" in refused.stderr
+    )
+
+
+def test_cosine_with_min_lr_without_its_floor_is_refused(tmp_path):
+    config = tmp_path / "lf.yaml"
+    config.write_text(
+        yaml.safe_dump({"model_name_or_path": "m", "dataset": "x", "lr_scheduler_type": "cosine_with_min_lr"})
+    )
+    result = unify("import", str(config), "--from", "llamafactory", "-o", str(tmp_path / "out.yaml"))
+    assert result.returncode == 2 and "needs lr_scheduler_kwargs with min_lr_rate" in result.stderr
+    assert not (tmp_path / "out.yaml").exists()
+
+
+def test_axolotl_message_keys_and_fixed_column_dpo_strategies(tmp_path):
+    chats = tmp_path / "chats.json"
+    shutil.copy(EXAMPLES / "support_sharegpt.json", chats)
+    base = {"base_model": "builtin:tiny-qwen2", "adapter": "lora", "sequence_len": 256}
+    legacy = {"path": str(chats), "type": "chat_template", "field_messages": "conversations"}
+    legacy |= {"message_field_role": "from", "message_field_content": "value"}
+    imported = imported_from(tmp_path, "axolotl", {**base, "datasets": [legacy]})
+    source = imported.recipe["data"]["train"][0]
+    assert source["format"] == "sharegpt"
+    out = tmp_path / "recipe.yaml"
+    out.write_text(imported.text("axolotl.yaml", "axolotl"))
+    checked = unify("validate", str(out), "--set", "model.dtype=float32")
+    assert checked.returncode == 0 and "data: 8 train rows" in checked.stdout, checked.stdout + checked.stderr
+    odd = {**legacy, "message_field_role": "speaker", "message_field_content": "text"}
+    config = tmp_path / "odd.yaml"
+    config.write_text(yaml.safe_dump({**base, "datasets": [odd]}))
+    refused = unify("import", str(config), "--from", "axolotl", "-o", str(tmp_path / "odd-out.yaml"))
+    assert refused.returncode == 2 and "messages keyed 'speaker' / 'text'" in refused.stderr
+    pairs = tmp_path / "intel.jsonl"
+    rows = [
+        {"system": "Be brief.", "question": f"Q{i}?", "chosen": f"Good {i}.", "rejected": f"Bad {i}."}
+        for i in range(6)
+    ]
+    pairs.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    intel = imported_from(
+        tmp_path, "axolotl", {**base, "rl": "dpo", "datasets": [{"path": str(pairs), "type": "chatml.intel"}]}
+    )
+    assert intel.recipe["data"]["train"][0] == {
+        "path": str(pairs),
+        "format": "preference",
+        "columns": {"prompt": "question"},
+    }
+    out = tmp_path / "intel-recipe.yaml"
+    out.write_text(intel.text("axolotl.yaml", "axolotl"))
+    checked = unify("validate", str(out), "--set", "model.dtype=float32")
+    assert checked.returncode == 0 and "6 train rows" in checked.stdout, checked.stdout + checked.stderr

@@ -129,3 +129,27 @@ def test_plan_prints_the_estimate_to_stderr_only():
     assert result.returncode == 0, result.stderr
     assert "memory estimate per GPU" in result.stderr and "memory estimate" not in result.stdout
     assert "weights" in result.stderr and "GiB" in result.stderr
+
+
+def test_the_estimate_knows_dpo_pairs_and_the_reference_model():
+    """DPO runs chosen and rejected in one concatenated batch: twice the tokens (and activations) of SFT at the
+    same batch; full fine-tuning adds a frozen reference copy of the weights, LoRA disables the adapter instead."""
+    targets = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
+    dpo = load_spec(RECIPES / "qwen3-8b-qlora-dpo-1gpu.yaml", [])
+    info = read_model_info(dpo.model.name_or_path)
+    sft = load_spec(RECIPES / "qwen3-8b-qlora-dpo-1gpu.yaml", ["training.method=sft"])
+    pairs, single = estimate(dpo, info, targets), estimate(sft, info, targets)
+    assert pairs.tokens == 2 * single.tokens == 2 * 2 * 2048
+    assert pairs.activations == pytest.approx(2 * single.activations, rel=1e-9)
+    assert pairs.weights == single.weights and "dpo: chosen + rejected" in pairs.lines()[0]
+    full = ["adapter.type=full", "quantization.bits=null", "training.optimizer=adamw_torch"]
+    full_dpo = estimate(load_spec(RECIPES / "qwen3-8b-qlora-dpo-1gpu.yaml", full), info, targets)
+    full_sft = estimate(
+        load_spec(RECIPES / "qwen3-8b-qlora-dpo-1gpu.yaml", [*full, "training.method=sft"]),
+        info,
+        targets,
+    )
+    assert full_dpo.weights == pytest.approx(2 * full_sft.weights)  # the policy and its reference
+    assert "a frozen reference copy" in full_dpo.lines()[0]
+    result = unify("plan", str(RECIPES / "qwen3-8b-qlora-dpo-1gpu.yaml"), "--backend", "peft")
+    assert result.returncode == 0 and "dpo: chosen + rejected" in result.stderr, result.stderr

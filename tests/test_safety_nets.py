@@ -180,6 +180,50 @@ def test_refusals_the_readme_promises(tiny_recipe):
     assert dora.returncode == 2 and "adapter.use_dora is not supported by unsloth" in dora.stderr
 
 
+STRATEGIES = ("ddp", "zero2", "zero2_offload", "zero3", "zero3_offload", "fsdp2")
+
+
+@pytest.mark.parametrize("processes", [1, 2])
+def test_every_strategy_acts_on_every_backend_or_is_refused(tiny_recipe, processes):
+    """compute.strategy x backend x process count: a strategy either reaches the native program (ms-swift's
+    --deepspeed / --fsdp) or the backend can never run the spec (check(here=False), what validate and run
+    refuse). Nothing is accepted and dropped: ZeRO on peft, or ZeRO-2 on one process, were."""
+    from unifier.backends import all_backends
+
+    for strategy in STRATEGIES:
+        changes = {
+            "compute.strategy": strategy,
+            "compute.device": "cuda",
+            "compute.nproc_per_node": processes,
+        }
+        spec = load_spec(tiny_recipe(changes, name=f"{strategy}-{processes}.yaml"))
+        for backend in all_backends():
+            problems = backend.check(spec, here=False)
+            if strategy == "ddp" and (processes == 1 or backend.name == "swift"):
+                assert not problems, (strategy, backend.name, problems)
+                continue
+            if problems:
+                assert any("compute" in p for p in problems), (strategy, backend.name, problems)
+                continue
+            assert backend.name == "swift", (strategy, processes, backend.name, "accepted")
+            argv = list(plan(spec, "swift").program.argv)
+            flag = "--fsdp" if strategy == "fsdp2" else "--deepspeed"
+            assert argv[argv.index(flag) + 1] == strategy, (strategy, processes, argv)
+            assert processes == 2 or strategy.endswith("_offload")
+
+
+def test_a_strategy_a_backend_cannot_run_is_refused_by_validate_and_run(tiny_recipe):
+    peft = tiny_recipe({"compute.strategy": "zero3_offload"}, name="offload.yaml")
+    for command in (["validate", str(peft), "-b", "peft"], ["run", str(peft), "-b", "peft"]):
+        result = unify(*command)
+        assert result.returncode == 2 and "Traceback" not in result.stderr, result.stderr[-2000:]
+        assert "compute.strategy 'zero3_offload' is not supported by peft" in result.stderr
+    auto = unify("validate", str(peft))  # backend auto skips what cannot run it: swift, which needs a GPU
+    assert auto.returncode == 2 and "(DeepSpeed) needs GPUs" in auto.stderr, auto.stdout + auto.stderr
+    one = unify("validate", str(tiny_recipe({"compute.strategy": "zero2"}, name="zero2.yaml")), "-b", "swift")
+    assert one.returncode == 2 and "changes nothing with one process" in one.stderr, one.stderr
+
+
 def test_import_order_of_the_printed_scripts():
     """The printed programs import nothing of unifier (the inlined library replaces the one import)."""
     for program in ("peft_program.py", "unsloth_program.py"):

@@ -570,6 +570,8 @@ def chat(
 
     if (run_dir is None) == (model is None):
         raise UserError("give a run folder or --model NAME_OR_PATH (one of them)")
+    if prompt is not None and not prompt.strip():
+        raise UserError("--prompt is empty: give the message to answer, or leave --prompt out to chat")
     settings = dict(
         max_new_tokens=max_new_tokens, temperature=temperature, top_p=top_p, seed=seed, tools=_tools(tools)
     )
@@ -683,6 +685,7 @@ def eval_(
         help="An EvalScope benchmark on local data, base vs tuned: general_qa=FILE.jsonl (query/response "
         "rows; pip install 'unifier[eval]').",
     ),
+    force: bool = typer.Option(False, "--force", help="Replace the run's earlier eval/ (unifier wrote it)."),
 ):
     """Held-out loss and perplexity, base vs tuned; a forgetting check on --retain data; answers side by side.
     Writes RUN_DIR/eval/ (eval.json, samples.jsonl, eval.png)."""
@@ -702,6 +705,7 @@ def eval_(
             retain=[str(p) for p in retain] if retain else None,
             samples=samples,
             max_retain_increase=max_retain_increase,
+            replace=force,
         )
     _print_eval(report)
 
@@ -759,7 +763,7 @@ def _print_eval(report: dict) -> None:
 def export(
     run_dir: Path = RunDirArg,
     fmt: str = typer.Option("merged", "--format", help="merged (safetensors) | gguf (llama.cpp)."),
-    quant: str = typer.Option("q8_0", "--quant", help="gguf: f32 | f16 | bf16 | q8_0."),
+    quant: str | None = typer.Option(None, "--quant", help="gguf: f32 | f16 | bf16 | q8_0 (default q8_0)."),
     dtype: str | None = typer.Option(
         None, "--dtype", help="float32 | bfloat16 | float16 (default: model.dtype)."
     ),
@@ -769,6 +773,12 @@ def export(
     """Write the run's model for serving: the base with the adapter merged in, as the backends merge it."""
     from .exporting import export as export_run
 
+    if quant is not None and fmt != "gguf":
+        raise UserError(
+            f"--quant {quant}: applies to --format gguf only; a {fmt} export is written in model.dtype or --dtype",
+            hint="drop --quant, or pass --format gguf",
+        )
+    quant = quant or "q8_0"
     with terminal.captured():
         target = export_run(run_dir, fmt, output=output, dtype=dtype, quant=quant, force=force)
     out.print(f"wrote {target}", highlight=False)

@@ -50,9 +50,11 @@ def evaluate(
     max_retain_increase: float = DEFAULT_MAX_RETAIN_INCREASE,
     benchmarks: dict[str, str] | None = None,
     lock: bool = True,
+    replace: bool = True,
 ) -> dict[str, Any]:
     """The report (also written to RUN_DIR/eval/eval.json). benchmarks: {EvalScope benchmark: local file}.
-    lock=False: the caller holds the run folder's lock (`unify run` with eval.after_training)."""
+    lock=False: the caller holds the run folder's lock (`unify run` with eval.after_training).
+    replace=False (`unify eval` without --force): an earlier eval/ is refused, not replaced."""
     from .runlock import RunLock
 
     run = TrainedRun.open(run_dir)
@@ -61,6 +63,11 @@ def evaluate(
     )
     held = RunLock(run.folder.lock).acquire() if lock else None
     try:
+        if not replace and (run.folder.evaluation / "eval.json").is_file():
+            raise UserError(
+                f"{run.folder.evaluation}: the run already has an eval (eval.json)",
+                hint="pass --force to replace it, or copy it away first",
+            )
         return _evaluate_locked(run, request)
     finally:
         if held is not None:

@@ -49,11 +49,11 @@ OPTIMIZERS = {
     "adamw_8bit": "adamw_8bit",
     "adamw_bnb_8bit": "adamw_8bit",
     "paged_adamw_8bit": "paged_adamw_8bit",
+    "paged_adamw_32bit": "paged_adamw_32bit",
     "sgd": "sgd",
 }
 SCHEDULERS = ("linear", "cosine", "constant", "constant_with_warmup")
 TRACKERS = ("tensorboard", "wandb", "mlflow", "swanlab", "trackio")
-CHATML_TEMPLATES = {"chatml", "qwen", "qwen2", "qwen3", "qwen3_nothink", "qwen2_5"}
 # keys that only steer the other tool's own run (caches, workers, its plots): nothing to translate
 RUNTIME_ONLY = {
     "llamafactory": {
@@ -265,6 +265,14 @@ class Translator:
         if scheduler is not None:
             if scheduler in SCHEDULERS:
                 self.put("training.lr_scheduler", scheduler)
+                ratio = self.number("cosine_min_lr_ratio", float)  # axolotl's floor of its cosine schedule
+                if ratio is not None and scheduler == "cosine":
+                    self.put("training.min_lr_ratio", ratio)
+                elif ratio is not None:
+                    self.skip("cosine_min_lr_ratio", f"applies to a cosine schedule, not {scheduler}")
+            elif scheduler == "cosine_with_min_lr":
+                self.put("training.lr_scheduler", "cosine")
+                self.min_lr_ratio(scheduler_key)
             else:
                 self.skip(
                     scheduler_key,
@@ -276,6 +284,31 @@ class Translator:
                 self.put("training.optimizer", OPTIMIZERS[optimizer])
             else:
                 self.skip(optimizer_key, f"'{optimizer}' is not one of unifier's optimizers")
+
+    def min_lr_ratio(self, scheduler_key: str) -> None:
+        """transformers' cosine_with_min_lr: its lr_scheduler_kwargs give min_lr_rate, or min_lr (absolute)."""
+        kwargs = self.get("lr_scheduler_kwargs")
+        if isinstance(kwargs, str):
+            try:
+                kwargs = json.loads(kwargs)
+            except ValueError:
+                kwargs = None
+        kwargs = kwargs if isinstance(kwargs, dict) else {}
+        rate, floor = kwargs.get("min_lr_rate"), kwargs.get("min_lr")
+        learning_rate = self.recipe.get("training", {}).get("learning_rate")
+        if isinstance(rate, (int, float)):
+            self.put("training.min_lr_ratio", float(rate))
+        elif isinstance(floor, (int, float)) and isinstance(learning_rate, (int, float)) and learning_rate:
+            self.put("training.min_lr_ratio", float(floor) / learning_rate)
+            self.notes.append(
+                f"lr_scheduler_kwargs min_lr {floor}: training.min_lr_ratio {floor / learning_rate:g}"
+            )
+        else:
+            raise UserError(
+                f"{self.tool} config: {scheduler_key} cosine_with_min_lr needs lr_scheduler_kwargs with min_lr_rate "
+                "or min_lr (transformers refuses it without)",
+                hint="add lr_scheduler_kwargs: {min_lr_rate: 0.1} to the config, or use cosine",
+            )
 
     def precision(self) -> None:
         bf16, fp16 = self.get("bf16"), self.get("fp16")
@@ -355,13 +388,16 @@ def translate_llamafactory(t: Translator) -> None:
     t.put("model.trust_remote_code", t.flag("trust_remote_code"))
     template = t.text("template")
     if template is not None:
-        chatml = template in CHATML_TEMPLATES
+        # LLaMA-Factory's templates re-create the families' official ones (qwen3 with its think blocks, llama3
+        # with its headers), which unifier now trains as the model's own; `chatml` is ChatML on any model
+        chatml = template == "chatml"
         t.put("model.chat_template", "chatml" if chatml else "tokenizer")
         if not chatml:
-            t.notes.append(
-                f"template {template}: the tokenizer's own chat template is used (it must mark assistant turns)"
-            )
+            t.notes.append(f"template {template}: the model's own chat template (from its tokenizer) is used")
     t.put("model.max_seq_length", t.number("cutoff_len", int))
+    train_on_prompt = t.flag("train_on_prompt")  # LLaMA-Factory: loss on the prompts too
+    if train_on_prompt is not None:
+        t.put("data.assistant_only_loss", not train_on_prompt)
 
     stage = t.text("stage", "sft")
     if stage not in ("sft", "dpo", "pt"):
@@ -632,6 +668,14 @@ def axolotl_source(t: Translator, item: Any, rl: str | None) -> dict:
     if item.get("name"):
         source["subset"] = item["name"]
     kind = str(item.get("type", "alpaca"))
+    if rl == "dpo" and kind in ("chatml.intel", "llama3.intel", "chatml.argilla_chat", "llama3.argilla_chat"):
+        # axolotl's fixed-column DPO strategies: intel (system, question, chosen, rejected as text) and
+        # argilla_chat (chosen / rejected conversations sharing the prompt turn)
+        source["format"] = "preference"
+        if kind.endswith(".intel"):
+            source["columns"] = {"prompt": "question"}
+        t.notes.append(f"dataset {path} type {kind}: read as preference pairs with axolotl's fixed columns")
+        return source
     if rl == "dpo":
         mapped = {
             ours: item[theirs]
@@ -659,7 +703,24 @@ def axolotl_source(t: Translator, item: Any, rl: str | None) -> dict:
     elif kind in ("chat_template", "sharegpt"):
         mappings = item.get("message_property_mappings") or {}
         field_messages = item.get("field_messages", "conversations" if kind == "sharegpt" else "messages")
-        sharegpt = kind == "sharegpt" or mappings.get("role") == "from" or mappings.get("content") == "value"
+        # the message keys: message_property_mappings, or the older message_field_role / message_field_content
+        role = (
+            mappings.get("role")
+            or item.get("message_field_role")
+            or ("from" if kind == "sharegpt" else "role")
+        )
+        content = (
+            mappings.get("content")
+            or item.get("message_field_content")
+            or ("value" if kind == "sharegpt" else "content")
+        )
+        if (role, content) not in (("role", "content"), ("from", "value")):
+            raise UserError(
+                f"datasets[{path}]: messages keyed {role!r} / {content!r}: unifier reads messages with role / "
+                "content (OpenAI messages) or from / value (sharegpt)",
+                hint="rename the keys in the data file, or point the importer at data in one of those layouts",
+            )
+        sharegpt = role == "from"
         source["format"] = "sharegpt" if sharegpt else "messages"
         column = "conversations" if sharegpt else "messages"
         if field_messages != column:

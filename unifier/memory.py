@@ -60,6 +60,7 @@ class MemoryEstimate:
     source: str
     tokens: int  # per micro-batch
     offloaded: float = 0.0  # bytes per process kept in CPU memory by a *_offload strategy
+    method: str = "sft"  # what the activations and weights assume about the training method
 
     @property
     def total(self) -> float:
@@ -69,8 +70,10 @@ class MemoryEstimate:
         gib = lambda n: f"{n / GIB:8.2f} GiB"  # noqa: E731
         other = "off" if self.checkpointing else "on"
         shard = f", {self.strategy} over {self.world_size} processes" if self.world_size > 1 else ""
+        if self.world_size == 1 and self.strategy != "ddp":
+            shard = f", {self.strategy}"
         lines = [
-            f"memory estimate per GPU ({self.source}; {self.tokens} tokens per micro-batch{shard}):",
+            f"memory estimate per GPU ({self.source}; {self.method}; {self.tokens} tokens per micro-batch{shard}):",
             f"  weights      {gib(self.weights)}  ({self.params / 1e6:,.1f}M parameters)",
             f"  adapter      {gib(self.adapter)}  ({self.trainable / 1e6:,.2f}M trainable parameters)"
             if self.adapter
@@ -178,19 +181,30 @@ def estimate(spec, info: ModelInfo, target_modules: list[str] | None) -> MemoryE
         grad_bytes = 4
     gradients = trainable * grad_bytes
     world, strategy = spec.compute.world_size, spec.compute.strategy
-    deepspeed = world > 1 and strategy.startswith("zero")
+    deepspeed = strategy.startswith(
+        "zero"
+    )  # one process only with *_offload (backends/base.py refuses the rest)
     if full and deepspeed and dtype_bytes < 4:
         state_bytes = 4  # DeepSpeed keeps float32 master weights and float32 states for 16-bit training
-    states = {"adamw_torch": 2 * state_bytes, "adamw_8bit": 2, "paged_adamw_8bit": 2, "sgd": 0}[t.optimizer]
+    states = {
+        "adamw_torch": 2 * state_bytes,
+        "adamw_8bit": 2,
+        "paged_adamw_8bit": 2,
+        "paged_adamw_32bit": 2 * state_bytes,
+        "sgd": 0,
+    }[t.optimizer]
     optimizer = trainable * states
     if full and deepspeed and dtype_bytes < 4:
         optimizer += trainable * 4  # the master weights
 
-    tokens = t.per_device_batch_size * spec.model.max_seq_length
+    pairs = t.method == "dpo"  # chosen and rejected go through the model in one concatenated batch
+    tokens = t.per_device_batch_size * spec.model.max_seq_length * (2 if pairs else 1)
+    reference = params * dtype_bytes if pairs and full else 0.0  # a frozen copy; LoRA: the base, adapter off
     with_checkpointing = activation_bytes(config, tokens, spec, checkpointing=True)
     without = activation_bytes(config, tokens, spec, checkpointing=False)
+    weights += reference
     offloaded = 0.0
-    if world > 1 and strategy.startswith(("zero2", "zero3", "fsdp")):
+    if strategy.startswith(("zero2", "zero3", "fsdp")):
         gradients /= world
         optimizer /= world
         if strategy.startswith(("zero3", "fsdp")):
@@ -216,6 +230,16 @@ def estimate(spec, info: ModelInfo, target_modules: list[str] | None) -> MemoryE
         source=source,
         tokens=tokens,
         offloaded=offloaded,
+        method=(
+            "dpo: chosen + rejected per pair in one batch"
+            + (
+                ", a frozen reference copy of the weights"
+                if full
+                else ", reference = the base with the adapter off"
+            )
+        )
+        if pairs
+        else t.method,
     )
 
 

@@ -9,6 +9,7 @@ resume(folder)   the same from the newest complete checkpoint, after checking th
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import os
@@ -117,19 +118,42 @@ def prepare(spec: JobSpec, backend: str | None = None, *, recipe: str | None = N
     return folder, the_plan
 
 
-def _planned_job(spec: JobSpec, chosen, folder: RunFolder, *, quiet: bool) -> Job:
-    """Every check and the plan, before anything is written: secrets, data, the model folder, tokens."""
+def _planned_job(
+    spec: JobSpec, chosen, folder: RunFolder, *, quiet: bool, resume_from=None, resumed: bool = False
+) -> Job:
+    """Every check and the plan, before anything is written: secrets, data, the model folder, tokens. The one
+    planning step of run, prepare and resume (resumed=True: the data and tokens must be the checkpoints')."""
     from .evaluation import check_retain_sources
 
     _check_secret_variables(spec)
     check_retain_sources(spec)
     data = prepare_data(spec, progress=not quiet)
+    if resumed:
+        _check_same_data(folder, data)
     info = model_for_run(spec)
     token_summary = _checked_tokens(spec, data, info)
-    the_plan = chosen.plan(plan_context(spec, chosen, folder, data.kind, info=info))
-    return Job(
-        spec=spec, backend=chosen, data=data, folder=folder, plan=the_plan, token_summary=token_summary
+    if resumed:
+        _check_same_tokens(folder, data)
+    context = plan_context(
+        spec, chosen, folder, data.kind, info=info, resume_from=str(resume_from.path) if resume_from else None
     )
+    return Job(
+        spec=spec,
+        backend=chosen,
+        data=data,
+        folder=folder,
+        plan=chosen.plan(context),
+        token_summary=token_summary,
+    )
+
+
+def _check_same_data(folder: RunFolder, data: PreparedData) -> None:
+    recorded = (folder.read_record().get("data") or {}).get("fingerprint")
+    if recorded and data.fingerprint() != recorded:
+        raise UserError(
+            f"{folder.root}: the training data differ from the data the checkpoints were trained on",
+            hint="resume with the data of the original run, or start a new run in another output.dir",
+        )
 
 
 def _new_record(job: Job, status: str, recipe: str | None) -> dict[str, Any]:
@@ -186,35 +210,17 @@ def resume(
     changes = spec_changes(recorded, spec.model_dump(mode="json"))
     _check_changes(folder, record, changes, force)
     chosen = checked_backend(spec, record["backend"])
-    _check_secret_variables(spec)
     lock = RunLock(folder.lock).acquire()
     try:
         record = folder.read_record()  # under the lock: the state another process may just have left
-        terminal.log_to(folder.log)
-        data = prepare_data(spec, progress=not quiet)
-        recorded_fingerprint = (record.get("data") or {}).get("fingerprint")
-        if recorded_fingerprint and data.fingerprint() != recorded_fingerprint:
-            raise UserError(
-                f"{folder.root}: the training data differ from the data the checkpoints were trained on",
-                hint="resume with the data of the original run, or start a new run in another output.dir",
-            )
-        info = model_for_run(spec)
-        token_summary = _checked_tokens(spec, data, info)
-        _check_same_tokens(folder, data)
         checkpoint = newest_checkpoint(folder)
+        _check_steps_left(folder, spec, checkpoint)
         step = checkpoint.step if checkpoint else 0
-        the_plan = chosen.plan(
-            plan_context(
-                spec,
-                chosen,
-                folder,
-                data.kind,
-                info=info,
-                resume_from=str(checkpoint.path) if checkpoint else None,
-            )
-        )
+        job = _planned_job(spec, chosen, folder, quiet=quiet, resume_from=checkpoint, resumed=True)
+        data, the_plan, token_summary = job.data, job.plan, job.token_summary
+        terminal.log_to(folder.log)
         write_data(folder, data, the_plan, chosen)
-        _keep_metrics_up_to(folder, step)
+        _keep_metrics_up_to(folder, step, checkpoint.path if checkpoint else None)
         builtin.ensure_model(spec.model.name_or_path)
         for stale in ("ended", "error", "traceback", "interrupted", "final_metrics", "wall_time_s"):
             record.pop(stale, None)
@@ -235,7 +241,7 @@ def resume(
                 "changes": [f"{path}: {old!r} -> {new!r}" for path, old, new in changes],
             }
         )
-        job = Job(spec=spec, backend=chosen, data=data, folder=folder, plan=the_plan, record=record)
+        job.record = record
         return _execute(job)
     finally:
         lock.release()
@@ -336,9 +342,56 @@ def _check_secret_variables(spec: JobSpec) -> None:
     os.environ[SECRET_VARIABLES_ENV] = ",".join(names)  # so every process scrubs their values from its files
 
 
-def _keep_metrics_up_to(folder: RunFolder, step: int) -> None:
-    """A resumed run logs each step once: drop what was logged after the checkpoint it continues from."""
+def _check_steps_left(folder: RunFolder, spec: JobSpec, checkpoint) -> None:
+    """A checkpoint at the run's last step leaves nothing to train: the trainer would still take one more step
+    (transformers checks max_steps after a step), so resuming it is refused, not run past max_steps."""
+    if checkpoint is None:
+        return
+    state = _trainer_state(checkpoint.path)
+    planned = state.get("max_steps")
+    if not isinstance(planned, int) or planned <= 0 or checkpoint.step < planned:
+        return
+    asked = spec.training.max_steps
+    if asked is not None and asked > checkpoint.step:
+        return  # a raised training.max_steps (resume --set) trains the steps up to it
+    raise UserError(
+        f"{folder.root}: {checkpoint.path.name} is the run's last step ({planned} of {planned}): nothing is left "
+        "to train, and resuming would train past it",
+        hint=f"to train further, raise the step count: unify resume {folder.root} --force --set training.max_steps=N "
+        f"(N > {checkpoint.step}); the trained adapter is in {checkpoint.path}",
+    )
+
+
+def _trainer_state(checkpoint: Path) -> dict:
+    try:
+        state = json.loads((checkpoint / "trainer_state.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+    return state if isinstance(state, dict) else {}
+
+
+def _keep_metrics_up_to(folder: RunFolder, step: int, checkpoint: Path | None = None) -> None:
+    """A resumed run logs each step once: drop what was logged after the checkpoint it continues from. Steps the
+    checkpoint's trainer logged that metrics.jsonl lacks (a prepared folder trained by run.sh, without unifier's
+    callbacks) are taken from its trainer_state.json, so metrics.jsonl holds every step."""
     kept = [m for m in read_metrics(folder.metrics) if m.get("step", 0) <= step]
+    if checkpoint is not None and not kept:
+        passes = 1
+        with contextlib.suppress(OSError, ValueError):
+            passes = json.loads(folder.data_summary.read_text(encoding="utf-8")).get("epochs_in_file", 1)
+        for entry in _trainer_state(checkpoint).get("log_history", []):
+            if "loss" in entry and isinstance(entry.get("step"), int) and entry["step"] <= step:
+                epoch = entry.get("epoch")
+                kept.append(
+                    {
+                        "step": entry["step"],
+                        "epoch": epoch * passes if isinstance(epoch, (int, float)) else None,
+                        "loss": entry.get("loss"),
+                        "learning_rate": entry.get("learning_rate"),
+                        "grad_norm": entry.get("grad_norm"),
+                        "from": "trainer_state.json",
+                    }
+                )
     folder.metrics.write_text("".join(json.dumps(m) + "\n" for m in kept), encoding="utf-8")
 
 

@@ -19,7 +19,10 @@ def is_local(source: DataSource) -> bool:
     """A file unifier reads itself; anything else (a hub name, a local `datasets` folder) goes through `datasets`."""
     if builtin.is_builtin(source.path) or source.path.lower().endswith(LOCAL_SUFFIXES):
         return True
-    return Path(source.path).is_file()
+    path = Path(source.path)
+    return path.is_file() or (
+        path.is_symlink() and not path.exists()
+    )  # a broken link or a loop: refused here
 
 
 def source_file(source: DataSource) -> Path:

@@ -155,26 +155,34 @@ def format_validation_error(exc: ValidationError, source: str) -> str:
     return "\n".join(lines)
 
 
+def _absolute(path: Path) -> str:
+    """The path made absolute with its links followed; a link loop stays unresolved (the reader names it)."""
+    try:
+        return str(path.resolve())
+    except (OSError, RuntimeError):  # Python 3.11 raises RuntimeError("Symlink loop ...")
+        return str(path.absolute())
+
+
 def _resolve_relative_paths(spec: JobSpec, base: Path) -> None:
     for source in [*spec.data.train, *spec.data.eval]:
         if builtin.is_builtin(source.path) or Path(source.path).is_absolute():
             continue
         candidate = base / source.path
         if candidate.exists() or source.path.lower().endswith(DATA_FILE_SUFFIXES):
-            source.path = str(candidate.resolve())
+            source.path = _absolute(candidate)
     spec.eval.retain = [
-        path if builtin.is_builtin(path) or Path(path).is_absolute() else str((base / path).resolve())
+        path if builtin.is_builtin(path) or Path(path).is_absolute() else _absolute(base / path)
         for path in spec.eval.retain
     ]
     name = spec.model.name_or_path
     if not builtin.is_builtin(name) and not Path(name).is_absolute():
         candidate = base / name
         if candidate.exists() or name.startswith(("./", "../")):
-            spec.model.name_or_path = str(candidate.resolve())
+            spec.model.name_or_path = _absolute(candidate)
     template = spec.model.chat_template
     if template.endswith(".jinja"):
         if not Path(template).is_absolute():
-            spec.model.chat_template = str((base / template).resolve())
+            spec.model.chat_template = _absolute(base / template)
         if not Path(spec.model.chat_template).is_file():
             raise UserError(
                 f"model.chat_template: {spec.model.chat_template} not found",

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import Field
+from pydantic import Field, model_validator
 
 from .base import Section
 
@@ -30,13 +30,20 @@ class TrainingSpec(Section):
     lr_scheduler: Literal["linear", "cosine", "constant", "constant_with_warmup"] = Field(
         "linear", description="Learning-rate schedule."
     )
+    min_lr_ratio: float = Field(
+        0.0,
+        ge=0,
+        lt=1,
+        description="cosine only: the learning rate decays to this fraction of learning_rate instead of 0 "
+        "(transformers' cosine_with_min_lr, min_lr_rate; LLaMA-Factory's and axolotl's cosine_min_lr_ratio).",
+    )
     warmup_ratio: float = Field(0.0, ge=0, lt=1, description="Fraction of steps for linear warm-up.")
     warmup_steps: int = Field(0, ge=0, description="Warm-up steps (overrides warmup_ratio when > 0).")
     weight_decay: float = Field(
         0.0, ge=0, description="AdamW weight decay (ms-swift's own default is 0.1; unifier passes this one)."
     )
-    optimizer: Literal["adamw_torch", "adamw_8bit", "paged_adamw_8bit", "sgd"] = Field(
-        "adamw_torch", description="Optimizer."
+    optimizer: Literal["adamw_torch", "adamw_8bit", "paged_adamw_8bit", "paged_adamw_32bit", "sgd"] = Field(
+        "adamw_torch", description="Optimizer (the 8-bit and paged ones are bitsandbytes')."
     )
     adam_beta1: float = Field(0.9, ge=0, lt=1, description="Adam beta1.")
     adam_beta2: float = Field(
@@ -66,3 +73,19 @@ class TrainingSpec(Section):
     )
     eval_steps: int | None = Field(None, gt=0, description="Evaluate every N steps (needs eval data).")
     dpo: DPOSpec = Field(default_factory=DPOSpec, description="DPO settings (used when method is dpo).")
+
+    @model_validator(mode="after")
+    def _min_lr_ratio_needs_cosine(self):
+        if self.min_lr_ratio and self.lr_scheduler != "cosine":
+            raise ValueError(
+                f"min_lr_ratio {self.min_lr_ratio} applies to lr_scheduler cosine only (got {self.lr_scheduler!r}); "
+                "set training.lr_scheduler: cosine or drop min_lr_ratio"
+            )
+        return self
+
+    @property
+    def scheduler(self) -> tuple[str, dict | None]:
+        """The transformers scheduler name and its lr_scheduler_kwargs (both trainers take the same pair)."""
+        if self.lr_scheduler == "cosine" and self.min_lr_ratio:
+            return "cosine_with_min_lr", {"min_lr_rate": self.min_lr_ratio}
+        return self.lr_scheduler, None
