@@ -43,7 +43,7 @@ mutation: setup
 gpu-check: setup
 	bash tests/gpu/run_gpu_checks.sh
 
-# the CPU benchmarks (bench/README.md): about 13 minutes on 2 cores; rewrites bench/RESULTS.md
+# the CPU benchmarks (README.md, "Benchmarks"): about 19 minutes on 2 cores; rewrites bench/RESULTS.md
 bench: setup
 	$(PY) -m bench
 

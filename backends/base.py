@@ -147,7 +147,7 @@ class Backend(ABC):
     def requires_for(self, spec: JobSpec) -> tuple[str, ...]:
         return self.requires
 
-    def option_types(self, spec: JobSpec, group: str) -> dict[str, tuple[str, str]] | None:
+    def option_types(self, spec: JobSpec, group: str | None) -> dict[str, tuple[str, str]] | None:
         """backend_options.<name>.<group> key -> (annotation, module) where the library's source says, so values
         are checked before any model loads (backends/signatures.value_problem); None: not known."""
         return None
@@ -283,10 +283,15 @@ def option_group_problems(spec: JobSpec, backend: Backend) -> list[str]:
     prefix = f"backend_options.{backend.name}"
     if groups is None:  # raw flags
         known = backend.option_names(spec, None)
+        types = backend.option_types(spec, None) or {}
         return [
             f"{prefix}.{key}: not a {backend.name} argument{suggestion(key, known)}"
             for key in options
             if known is not None and key not in known
+        ] + [
+            f"{prefix}.{key}: {wrong}"
+            for key, given in options.items()
+            if key in types and (wrong := value_problem(given, *types[key]))
         ]
     problems = []
     for key, value in options.items():

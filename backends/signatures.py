@@ -138,7 +138,8 @@ def value_problem(value, annotation: str, module: str) -> str | None:
     if enums and not allowed:
         return f"expected one of {', '.join(sorted(set().union(*enums.values())))}, got {value!r}"
     if isinstance(value, bool) and bool not in allowed:
-        return f"expected {' or '.join(sorted(names))}, got {value!r}"
+        quoted = " (YAML reads no/yes/off/on as booleans: quote the text, e.g. 'no')" if str in allowed else ""
+        return f"expected {' or '.join(sorted(names))}, got {value!r}{quoted}"
     if allowed and not isinstance(value, allowed):
         return f"expected {' or '.join(sorted(names))}, got {value!r}"
     return None
@@ -196,6 +197,28 @@ def package_dataclass_fields(package: str) -> frozenset[str] | None:
                     if isinstance(i, ast.AnnAssign) and isinstance(i.target, ast.Name)
                 }
     return frozenset(names)
+
+
+@functools.cache
+def package_dataclass_annotations(package: str) -> dict[str, tuple[str, str]] | None:
+    """field -> (annotation, module) over every class of a package's modules (ms-swift's arguments)."""
+    path = module_file(package)
+    if path is None:
+        return None
+    found: dict[str, tuple[str, str]] = {}
+    for source in sorted(path.parent.rglob("*.py")):
+        module = ".".join([package, *source.relative_to(path.parent).with_suffix("").parts])
+        module = module.removesuffix(".__init__")
+        try:
+            tree = _tree(source)
+        except (SyntaxError, UnicodeDecodeError):
+            continue
+        for node in ast.walk(tree):
+            if isinstance(node, ast.ClassDef):
+                for item in node.body:
+                    if isinstance(item, ast.AnnAssign) and isinstance(item.target, ast.Name):
+                        found.setdefault(item.target.id, (ast.unparse(item.annotation), module))
+    return found
 
 
 def unknown_keys(keys, known: frozenset[str] | None) -> list[str]:

@@ -128,6 +128,15 @@ class SwiftBackend(Backend):
             return None
         return names | (trainer or frozenset()) | {"model_type"}
 
+    def option_types(self, spec, group):
+        """The flags' annotations: TrainingArguments' (its enums: schedulers, optimizers, strategies), then
+        ms-swift's own dataclasses."""
+        from .signatures import dataclass_annotations, package_dataclass_annotations
+
+        types = dict(dataclass_annotations("transformers.training_args", "TrainingArguments") or {})
+        types.update(package_dataclass_annotations("swift.arguments") or {})
+        return types or None
+
     # ---- translation (pure): one argv fragment (and environment) per spec section ----
     def translate_model(self, ctx: PlanContext) -> dict[str, Any]:
         m = ctx.spec.model

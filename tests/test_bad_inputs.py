@@ -138,6 +138,16 @@ RECIPE_CASES = [
         ["backend_options.unsloth.from_pretrained.load_in_3bit"],
     ),
     (
+        "swift-flag-value",
+        {"backend": "swift", "backend_options": {"swift": {"lr_scheduler_type": "cosin"}}},
+        ["backend_options.swift.lr_scheduler_type", "did you mean 'cosine'"],
+    ),
+    (
+        "swift-flag-yaml-boolean",
+        {"backend": "swift", "backend_options": {"swift": {"eval_strategy": False}}},
+        ["backend_options.swift.eval_strategy", "quote the text"],
+    ),
+    (
         "unknown-swift-flag",
         {"backend": "swift", "backend_options": {"swift": {"lora_rnk": 4}}},
         ["backend_options.swift.lora_rnk", "did you mean 'lora_rank'"],

@@ -332,3 +332,27 @@ def test_the_reasoning_recipe_validates_on_qwen3_and_counts_the_reasoning_its_te
         answer = row["messages"][-1]
         assert last.startswith("<think>\n") and last.endswith("<|im_end|>\n")
         assert (answer.get("reasoning_content") or answer["content"].split("</think>")[0][8:]).strip() in last
+
+
+def test_encoding_in_worker_processes_gives_the_same_rows_and_the_same_row_errors(real_models, monkeypatch):
+    """encode_rows splits large data over worker processes (UNIFIER_ENCODE_WORKERS, or 4+ cores): the same
+    Encoded rows in the same order, and a bad row is named by its location as in one process."""
+    from unifier.data.tokens import encode_rows
+    from unifier.errors import UserError
+
+    encoder = encoder_for(real_models["qwen3"])
+    rows = [{"messages": c} for c in CONVERSATIONS] * 1100  # 4,400 rows: three chunks
+    locations = [f"rows.jsonl:{i + 1}" for i in range(len(rows))]
+    monkeypatch.setenv("UNIFIER_ENCODE_WORKERS", "1")
+    alone = encode_rows(encoder, "chat", rows, locations)
+    monkeypatch.setenv("UNIFIER_ENCODE_WORKERS", "2")
+    assert encode_rows(encoder, "chat", rows, locations) == alone
+    bad = [*rows[:2500], {"messages": [{"role": "assistant", "content": "x"}]}, *rows[2500:]]
+    bad_locations = [f"rows.jsonl:{i + 1}" for i in range(len(bad))]
+    errors = []
+    for workers in ("1", "2"):
+        monkeypatch.setenv("UNIFIER_ENCODE_WORKERS", workers)
+        with pytest.raises(UserError) as caught:
+            encode_rows(encoder, "chat", bad, bad_locations)
+        errors.append(caught.value.message)
+    assert errors[0] == errors[1] and errors[0].startswith("rows.jsonl:2501: ")

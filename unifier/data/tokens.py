@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import statistics
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -142,18 +143,72 @@ def job_encoder(spec, info: ModelInfo, *, exact: bool = False) -> Encoder | str:
     )
 
 
+PARALLEL_FROM = 20_000  # rows: below this, starting worker processes costs more than it saves
+CHUNK = 2_000
+
+
 def encode_rows(encoder: Encoder, kind: str, rows: list[dict], locations: list[str]) -> list[Encoded]:
+    """Every row encoded (in order), or UserError naming the first row that cannot be. Large data on a machine
+    with 4 or more cores is encoded by one worker process per core (spawned: no fork of a process that may hold
+    threads); UNIFIER_ENCODE_WORKERS sets the number."""
+    cores = os.cpu_count() or 1  # two cores gain nothing (measured: 8,000 rows 5.9 s alone, 8.1 s in two)
+    workers = min(cores, 8) if len(rows) >= PARALLEL_FROM and cores >= 4 else 1
+    workers = int(os.environ.get("UNIFIER_ENCODE_WORKERS", workers))
+    if workers > 1:
+        import multiprocessing
+
+        chunks = [(start, rows[start : start + CHUNK]) for start in range(0, len(rows), CHUNK)]
+        context = multiprocessing.get_context("spawn")
+        with context.Pool(workers, initializer=_start_worker, initargs=(encoder, kind)) as pool:
+            results = pool.map(_encode_chunk, chunks)
+        encoded = []
+        for start, result in zip((c[0] for c in chunks), results):
+            if isinstance(result, tuple):  # (offset, message): the first row of the chunk that failed
+                offset, message = result
+                raise _row_error(locations[start + offset], message)
+            encoded += result
+        return encoded
+    try:
+        return _encode_all(encoder, kind, rows)
+    except _RowFailed as failed:
+        raise _row_error(locations[failed.index], failed.message) from None
+
+
+class _RowFailed(Exception):
+    def __init__(self, index: int, message: str):
+        self.index, self.message = index, message
+
+
+def _encode_all(encoder: Encoder, kind: str, rows: list[dict]) -> list[Encoded]:
     encoded = []
-    for row, where in zip(rows, locations):
+    for index, row in enumerate(rows):
         try:
             encoded.append(encoder.encode(kind, row))
         except EncodeError as exc:
-            raise UserError(
-                f"{where}: {exc}",
-                hint="the row's turns must render with model.chat_template as they do in the whole conversation; "
-                "check the row, or use another template",
-            ) from None
+            raise _RowFailed(index, str(exc)) from None
     return encoded
+
+
+def _row_error(where: str, message: str) -> UserError:
+    return UserError(
+        f"{where}: {message}",
+        hint="the row's turns must render with model.chat_template as they do in the whole conversation; "
+        "check the row, or use another template",
+    )
+
+
+_WORKER: dict = {}
+
+
+def _start_worker(encoder: Encoder, kind: str) -> None:
+    _WORKER.update(encoder=encoder, kind=kind)
+
+
+def _encode_chunk(chunk: tuple[int, list[dict]]):
+    try:
+        return _encode_all(_WORKER["encoder"], _WORKER["kind"], chunk[1])
+    except _RowFailed as failed:
+        return (failed.index, failed.message)
 
 
 def token_stats(
