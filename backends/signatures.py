@@ -138,7 +138,9 @@ def value_problem(value, annotation: str, module: str) -> str | None:
     if enums and not allowed:
         return f"expected one of {', '.join(sorted(set().union(*enums.values())))}, got {value!r}"
     if isinstance(value, bool) and bool not in allowed:
-        quoted = " (YAML reads no/yes/off/on as booleans: quote the text, e.g. 'no')" if str in allowed else ""
+        quoted = (
+            " (YAML reads no/yes/off/on as booleans: quote the text, e.g. 'no')" if str in allowed else ""
+        )
         return f"expected {' or '.join(sorted(names))}, got {value!r}{quoted}"
     if allowed and not isinstance(value, allowed):
         return f"expected {' or '.join(sorted(names))}, got {value!r}"
