@@ -1,6 +1,7 @@
 """`unify compare`: one recipe on several backends, compared step by step.
 
-Each backend runs in its own process (unsloth patches transformers/trl/peft on import). Runs record
+Each backend runs in its own process (compare_running.py), the report is rendered by compare_report.py; this
+module compares run folders and holds the command. Runs record
 a parity probe (output.probe: true), so differences are located: the first differing sample and
 token, the first step whose loss differs beyond tolerance, and the final adapter difference.
 """
@@ -8,17 +9,14 @@ token, the first step whose loss differs beyond tolerance, and the final adapter
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
-import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from rich.console import Console
-from rich.table import Table
 
+from .compare_report import print_report
+from .compare_running import run_backends
 from .errors import UserError
 from .metrics import read_metrics, train_losses
 from .runfolder import RunFolder
@@ -43,65 +41,6 @@ class Tolerances:
     weight_atol: float = WEIGHT_ATOL
     final_weight_atol: float = FINAL_WEIGHT_ATOL
     final_update_rtol: float = FINAL_UPDATE_RTOL
-
-
-def backend_folder(output: Path, backend: str, name: str, overrides: list[str]) -> Path:
-    """Where compare trains `backend`: under --output, or where a `--set output.dir=...` says ({backend} and
-    {name} filled in; a folder per backend below it when it names no {backend})."""
-    asked = [o.split("=", 1)[1] for o in overrides if o.split("=", 1)[0].strip() == "output.dir"]
-    if not asked:
-        return (output / backend).absolute()
-    chosen = asked[-1].strip().strip("'\"")
-    folder = Path(chosen.replace("{name}", name).replace("{backend}", backend))
-    return (folder if "{backend}" in chosen else folder / backend).absolute()
-
-
-def run_backends(
-    recipe: Path, backends: list[str], output: Path, overrides: list[str], console: Console, name: str = "run"
-) -> tuple[list[Path], list[dict[str, Any]]]:
-    """Train the recipe on each backend in its own process; every backend is attempted. Returns the folders
-    of the runs that completed and, for each that did not, what went wrong."""
-    folders, failures = [], []
-    for index, backend in enumerate(backends, 1):
-        folder = backend_folder(output, backend, name, overrides)
-        args = [
-            sys.executable,
-            "-m",
-            "unifier.cli",
-            "run",
-            str(recipe),
-            "--backend",
-            backend,
-            *[part for override in overrides for part in ("--set", override)],
-            "--set",
-            f"output.dir={folder}",
-            "--set",
-            "output.if_exists=overwrite",
-            "--set",
-            "output.probe=true",
-        ]
-        console.print(
-            f"[bold]{backend}[/] ({index}/{len(backends)}): training in its own process into {folder} ..."
-        )
-        started = time.monotonic()
-        result = subprocess.run(args, capture_output=True, text=True, env={**os.environ})
-        log = output / f"{backend}.log"
-        log.write_text(result.stdout + result.stderr)
-        took = time.monotonic() - started
-        if result.returncode == 0:
-            console.print(f"[bold]{backend}[/]: completed in {took:.1f}s")
-            folders.append(folder)
-            continue
-        lines = [line.strip() for line in result.stderr.strip().splitlines() if line.strip()]
-        errors = [line for line in lines if line.startswith(("error:", "training failed:"))]
-        message = " ".join((errors or lines[-1:] or ["(no output)"])[:3])
-        failures.append(
-            {"backend": backend, "exit_code": result.returncode, "message": message, "log": str(log)}
-        )
-        console.print(
-            f"[bold]{backend}[/]: [red]failed[/] (exit {result.returncode}) after {took:.1f}s: {message}"
-        )
-    return folders, failures
 
 
 def compare_runs(folders: list[Path], tolerances: Tolerances = Tolerances()) -> dict[str, Any]:
@@ -342,76 +281,6 @@ def compare_losses(a: list[tuple[int, float]], b: list[tuple[int, float]], rtol:
         "within_tolerance": ok,
         "summary": summary,
     }
-
-
-def print_report(report: dict[str, Any], console: Console) -> None:
-    table = Table(title="unify compare")
-    for column in (
-        "run",
-        "steps",
-        "first loss",
-        "last loss",
-        "max rel. loss diff",
-        "adapter max abs diff",
-        "wall time",
-        "tokens/s",
-        "peak mem",
-    ):
-        table.add_column(column, justify="left" if column == "run" else "right")
-    by_label = {p["other"]: p for p in report["pairs"]}
-    for run in report["runs"]:
-        pair = by_label.get(run["label"])
-        loss_diff = "reference" if pair is None else f"{pair['losses']['max_relative_difference']:.2e}"
-        final = None if pair is None else pair["final_weights_max_abs_diff"]
-        weight = (
-            "-"
-            if pair is None
-            else ("n/a" if final is None else (final["error"] if isinstance(final, dict) else f"{final:.2e}"))
-        )
-        table.add_row(
-            run["label"],
-            str(run["steps"]),
-            _fmt(run["first_loss"], ".4f"),
-            _fmt(run["last_loss"], ".4f"),
-            loss_diff,
-            weight,
-            _fmt(run["wall_time_s"], ".1f", "s"),
-            _fmt(run["tokens_per_s"], ".0f"),
-            _fmt(run["peak_memory_mb"], ".0f", " MB"),
-        )
-    for failure in report.get("failed", []):
-        table.add_row(failure["backend"], f"[red]failed (exit {failure['exit_code']})[/]", *["-"] * 7)
-    console.print(table)
-    for failure in report.get("failed", []):
-        console.print(f"{failure['backend']}: [red]failed[/]: {failure['message']} (log: {failure['log']})")
-    evaluated = [run for run in report["runs"] if run.get("eval")]
-    if evaluated:
-        table = Table(title="unify eval results (base -> tuned loss)")
-        for column in ("run", "task loss", "retain loss", "eval data"):
-            table.add_column(column)
-        for run in evaluated:
-            cells = [
-                f"{run['eval'][name]['base']:.4f} -> {run['eval'][name]['tuned']:.4f}"
-                if name in run["eval"]
-                else "-"
-                for name in ("task", "retain")
-            ]
-            table.add_row(run["label"], *cells, ", ".join(Path(d).name for d in run["eval"]["data"] or []))
-        console.print(table)
-    for pair in report["pairs"]:
-        verdict = "[green]match[/]" if pair["within_tolerance"] else "[red]DIFFER[/]"
-        samples = pair["samples"]
-        console.print(
-            f"{pair['reference']} vs {pair['other']}: {verdict}; samples "
-            f"{'identical' if samples.get('identical') else samples.get('first_difference', 'not recorded')}; "
-            f"{pair['losses']['summary']}"
-        )
-        for problem in pair["problems"]:
-            console.print(f"  - {problem}")
-
-
-def _fmt(value, spec: str, suffix: str = "") -> str:
-    return "-" if value is None else f"{format(value, spec)}{suffix}"
 
 
 def compare_command(
