@@ -185,6 +185,23 @@ class ProbeCallback(TrainerCallback):
         record_train_start(self.folder, model, train_dataloader)
 
 
+class ResumedScheduleCallback(TrainerCallback):
+    """A resumed run steps at the learning rate its schedule gives that step. transformers restores the
+    optimizer's saved learning rate and applies the (rebuilt) schedule only after the first step, so a run resumed
+    with a raised max_steps would take its first step at the old schedule's end (0 for linear and cosine). For
+    an unchanged schedule this writes the same value the optimizer already holds (bit-exact resume is kept)."""
+
+    def on_train_begin(self, args, state, control, optimizer=None, lr_scheduler=None, **kwargs):
+        from torch.optim.lr_scheduler import LambdaLR
+
+        scheduler = getattr(lr_scheduler, "scheduler", lr_scheduler)  # accelerate's wrapper
+        if optimizer is None or not isinstance(scheduler, LambdaLR) or state.global_step == 0:
+            return
+        step = scheduler.last_epoch
+        for group, base, factor in zip(optimizer.param_groups, scheduler.base_lrs, scheduler.lr_lambdas):
+            group["lr"] = base * factor(step)
+
+
 CALLBACK_FACTORIES = {
     "metrics": lambda paths: MetricsCallback(paths["metrics_file"], paths["data_summary"]),
     "health": lambda paths: HealthCallback(),
@@ -193,6 +210,7 @@ CALLBACK_FACTORIES = {
     "cpu_4bit": lambda paths: CpuFourBitCallback(),
     "progress": lambda paths: RichProgressCallback(),
     "probe": lambda paths: ProbeCallback(paths["probe_dir"]),
+    "schedule": lambda paths: ResumedScheduleCallback(),
 }
 
 

@@ -446,6 +446,8 @@ def plugin_callbacks(ctx: PlanContext) -> tuple[str, ...]:
         names.append("unifier_rank_check")
     if ctx.spec.output.probe:
         names.append("unifier_probe")
+    if ctx.resume_from:
+        names.append("unifier_schedule")
     return tuple(names)
 
 

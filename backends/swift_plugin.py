@@ -170,6 +170,7 @@ def install():
             "unifier_cpu_4bit": swift_callback(hf_callbacks.CpuFourBitCallback),
             "unifier_rank_check": RankWeightsCallback,
             "unifier_probe": ProbeCallback,
+            "unifier_schedule": swift_callback(hf_callbacks.ResumedScheduleCallback),
         }
     )
 

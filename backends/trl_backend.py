@@ -69,6 +69,7 @@ class TrlBackend(Backend):
             path=str(ctx.folder.native_program(self.script_name)),
         )
         callbacks = tuple(name for name in CALLBACKS if name != "probe" or ctx.spec.output.probe)
+        callbacks += ("schedule",) if ctx.resume_from else ()
         return Plan(
             backend=self.name,
             run_dir=str(ctx.folder.root),

@@ -5,6 +5,7 @@ inputs."""
 from __future__ import annotations
 
 import json
+import os
 
 import pytest
 
@@ -334,6 +335,11 @@ def test_eval_scores_each_backends_adapter(runs, backend):
     assert result.returncode == 0, result.stderr[-2000:]
     task = json.loads((runs[backend] / "eval" / "eval.json").read_text())["task"]
     assert task["tuned"]["loss"] < task["base"]["loss"] and task["tuned"]["tokens"] == 700
+    umask = os.umask(0)
+    os.umask(umask)
+    assert (
+        runs[backend] / "eval"
+    ).stat().st_mode & 0o777 == 0o777 & ~umask  # readable as any folder, not 0700
 
 
 @pytest.mark.slow

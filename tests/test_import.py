@@ -473,3 +473,45 @@ def test_axolotl_message_keys_and_fixed_column_dpo_strategies(tmp_path):
     out.write_text(intel.text("axolotl.yaml", "axolotl"))
     checked = unify("validate", str(out), "--set", "model.dtype=float32")
     assert checked.returncode == 0 and "6 train rows" in checked.stdout, checked.stdout + checked.stderr
+
+
+def test_formats_with_no_unifier_equivalent_are_listed_not_swapped_for_another(tmp_path):
+    lf = imported_from(
+        tmp_path, "llamafactory", {"model_name_or_path": "m", "dataset": "x", "template": "alpaca"}
+    )
+    assert "chat_template" not in lf.recipe.get("model", {})  # not silently the model's own
+    assert any(
+        item.startswith("template: 'alpaca' is LLaMA-Factory's own prompt format") for item in lf.untranslated
+    )
+    family = imported_from(
+        tmp_path, "llamafactory", {"model_name_or_path": "m", "dataset": "x", "template": "llama3"}
+    )
+    assert family.recipe["model"]["chat_template"] == "tokenizer"
+    dataset = {"path": "d.jsonl", "type": "chat_template", "roles_to_train": ["user", "assistant"]}
+    dataset |= {"train_on_eos": "all", "chat_template": "chatml", "shards": 4}
+    ax = imported_from(
+        tmp_path,
+        "axolotl",
+        {
+            "base_model": "m",
+            "adapter": "lora",
+            "datasets": [dataset],
+            "chat_template": "jinja",
+            "chat_template_jinja": "{{ x }}",
+        },
+    )
+    listed = "\n".join(ax.untranslated)
+    for key in ("roles_to_train", "train_on_eos", "chat_template:", "shards", "chat_template_jinja"):
+        assert key in listed, (key, listed)
+    assert "chat_template" not in ax.recipe.get("model", {})
+    fallback = imported_from(
+        tmp_path,
+        "axolotl",
+        {
+            "base_model": "m",
+            "adapter": "lora",
+            "datasets": [{"path": "d"}],
+            "chat_template": "tokenizer_default_fallback_chatml",
+        },
+    )
+    assert fallback.recipe["model"]["chat_template"] == "auto"

@@ -206,7 +206,9 @@ def test_a_template_whose_turns_do_not_line_up_is_refused_by_file_and_row(real_m
     result = unify(
         "validate", str(recipe_for(tmp_path, real_models["qwen2.5"], data, chat_template=str(template)))
     )
-    assert result.returncode == 2 and f"{data}:1: assistant turn 2" in result.stderr, result.stderr[-2000:]
+    assert result.returncode == 2 and f"{data}:1: messages[1] (assistant)" in result.stderr, result.stderr[
+        -2000:
+    ]
     assert "Traceback" not in result.stderr
 
 

@@ -262,3 +262,41 @@ def test_final_weights_are_judged_against_the_training_update(tmp_path):
         ref, folder("off", {"layer.lora_A.weight": everywhere})
     ) == pytest.approx(0.1)
     assert update_relative_difference(folder("no_probe", reference), ref) is None
+
+
+def test_a_resumed_run_steps_at_its_new_schedules_learning_rate():
+    """transformers restores the optimizer's saved learning rate (0 at the end of a linear schedule) and applies
+    a rebuilt schedule only after the first resumed step; ResumedScheduleCallback sets the schedule's rate for
+    that step, and leaves an unchanged schedule's rate exactly as it was (bit-exact resume)."""
+    import torch
+    from transformers import get_linear_schedule_with_warmup
+    from unifier.backends.hf_callbacks import ResumedScheduleCallback
+
+    def trained(total: int, steps: int):
+        weight = torch.nn.Parameter(torch.ones(2))
+        optimizer = torch.optim.AdamW([weight], lr=1e-3)
+        scheduler = get_linear_schedule_with_warmup(optimizer, 0, total)
+        for _ in range(steps):
+            optimizer.step()
+            scheduler.step()
+        return optimizer, scheduler
+
+    old_optimizer, old_scheduler = trained(total=3, steps=3)
+    assert old_optimizer.param_groups[0]["lr"] == 0.0  # the end of the old schedule
+    optimizer, scheduler = trained(total=5, steps=0)  # the resumed trainer's, built for max_steps 5
+    optimizer.load_state_dict(old_optimizer.state_dict())
+    scheduler.load_state_dict(old_scheduler.state_dict())
+    assert optimizer.param_groups[0]["lr"] == 0.0  # what transformers would step with
+    state = type("State", (), {"global_step": 3})()
+    ResumedScheduleCallback().on_train_begin(None, state, None, optimizer=optimizer, lr_scheduler=scheduler)
+    assert optimizer.param_groups[0]["lr"] == pytest.approx(1e-3 * 2 / 5)  # step 4 of 5
+    same_optimizer, same_scheduler = trained(total=5, steps=2)
+    before = same_optimizer.param_groups[0]["lr"]
+    ResumedScheduleCallback().on_train_begin(
+        None,
+        type("State", (), {"global_step": 2})(),
+        None,
+        optimizer=same_optimizer,
+        lr_scheduler=same_scheduler,
+    )
+    assert same_optimizer.param_groups[0]["lr"] == before

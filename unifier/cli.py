@@ -384,9 +384,14 @@ def prepare(recipe: Path = RecipeArg, backend: str | None = BackendOpt, set_: li
 
     with terminal.captured():
         folder, the_plan = prepare_run(_load(recipe, set_), backend, recipe=str(recipe))
+    import shlex
+
+    sets = "".join(f" --set {shlex.quote(item)}" for item in set_ or [])
     out.print(
         f"prepared {folder.root}; train with `bash {folder.run_script}` "
-        f"(or `unify run {recipe} --backend {the_plan.backend}`)"
+        f"(or `unify run {shlex.quote(str(recipe))} --backend {the_plan.backend}{sets}`)",
+        highlight=False,
+        soft_wrap=True,
     )
 
 

@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from .errors import UserError
+from .runfolder import scratch_folder
 from .trained import TrainedRun, generate, load_model
 
 DEFAULT_MAX_RETAIN_INCREASE = 0.10
@@ -79,7 +80,6 @@ def _absolute(files: list[str] | None) -> list[str] | None:
 
 
 def _evaluate_locked(run: TrainedRun, request: EvalRequest) -> dict[str, Any]:
-    import tempfile
 
     if run.folder.evaluation.exists() and not run.folder.evaluation.is_dir():
         raise UserError(f"{run.folder.evaluation}: a file is in the way of the eval folder")
@@ -88,7 +88,7 @@ def _evaluate_locked(run: TrainedRun, request: EvalRequest) -> dict[str, Any]:
     alone = (request.benchmarks or request.retain) and not request.data and not _has_eval_data(run)
     task_rows = None if alone else _rows(run, request.data, "eval")
     retain_rows = _rows(run, request.retain, "retain") if request.retain else None
-    partial = Path(tempfile.mkdtemp(prefix=".eval.", suffix=".partial", dir=run.folder.root))
+    partial = scratch_folder(run.folder.root, ".eval.", ".partial")
     try:
         report = _evaluate(run, partial, request, task_rows, retain_rows)
         if run.folder.evaluation.is_dir():

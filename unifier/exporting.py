@@ -18,6 +18,7 @@ import tempfile
 from pathlib import Path
 
 from .errors import UserError
+from .runfolder import scratch_folder
 from .trained import TrainedRun
 
 FORMATS = ("merged", "gguf")
@@ -61,7 +62,7 @@ def export(
             raise UserError(
                 f"{target.parent}: cannot create the export's folder ({exc.strerror or exc})"
             ) from None
-        partial = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".partial", dir=target.parent))
+        partial = scratch_folder(target.parent, f".{target.name}.", ".partial")
         try:
             if converter is None:
                 _write_merged(run, partial, dtype or run.spec.model.dtype)

@@ -19,6 +19,48 @@ import yaml
 from .errors import UserError
 
 TOOLS = ("llamafactory", "axolotl")
+# LLaMA-Factory templates that re-create a model family's official chat template
+LLAMAFACTORY_FAMILY_TEMPLATES = {
+    *("qwen", "qwen2_vl", "qwen3", "qwen3_nothink", "qwen3_vl", "llama2", "llama3", "llama4", "mllama"),
+    *("mistral", "ministral", "mistral_small", "gemma", "gemma2", "gemma3", "gemma3n", "phi", "phi_small"),
+    *("phi4", "phi4_mini", "deepseek", "deepseek3", "deepseekr1", "deepseekcoder", "glm4", "chatglm3", "yi"),
+    *(
+        "baichuan2",
+        "cohere",
+        "granite3",
+        "olmo",
+        "falcon",
+        "intern2",
+        "intern3",
+        "minicpm",
+        "hunyuan",
+        "gpt_oss",
+    ),
+    *(
+        "seed_oss",
+        "kimi_vl",
+        "exaone",
+        "zephyr",
+        "smollm",
+        "smollm2",
+        "openchat3.6",
+        "starcoder2",
+        "telechat2",
+    ),
+}
+# axolotl dataset keys unifier translates (the others are listed as not translated)
+AXOLOTL_DATASET_KEYS = {
+    *("path", "data_files", "split", "name", "type", "field_messages", "message_property_mappings"),
+    *(
+        "message_field_role",
+        "message_field_content",
+        "roles",
+        "field",
+        "field_chosen",
+        "field_rejected",
+        "ds_type",
+    ),
+}
 # what the other tool trains with when its config leaves a key out (written into the recipe explicitly)
 TOOL_DEFAULTS = {
     # LLaMA-Factory passes these to transformers' TrainingArguments, whose defaults they are
@@ -388,12 +430,20 @@ def translate_llamafactory(t: Translator) -> None:
     t.put("model.trust_remote_code", t.flag("trust_remote_code"))
     template = t.text("template")
     if template is not None:
-        # LLaMA-Factory's templates re-create the families' official ones (qwen3 with its think blocks, llama3
-        # with its headers), which unifier now trains as the model's own; `chatml` is ChatML on any model
-        chatml = template == "chatml"
-        t.put("model.chat_template", "chatml" if chatml else "tokenizer")
-        if not chatml:
+        # LLaMA-Factory's family templates re-create the official ones (qwen3 with its think blocks, llama3
+        # with its headers), which unifier trains as the model's own; `chatml` is ChatML on any model; its other
+        # templates (alpaca, vicuna, default...) are prompt formats of its own, with no unifier equivalent
+        if template == "chatml":
+            t.put("model.chat_template", "chatml")
+        elif template in LLAMAFACTORY_FAMILY_TEMPLATES:
+            t.put("model.chat_template", "tokenizer")
             t.notes.append(f"template {template}: the model's own chat template (from its tokenizer) is used")
+        else:
+            t.skip(
+                "template",
+                f"'{template}' is LLaMA-Factory's own prompt format, not a model's chat template: write it as a "
+                "Jinja file and set model.chat_template to its path (the recipe keeps chat_template: auto)",
+            )
     t.put("model.max_seq_length", t.number("cutoff_len", int))
     train_on_prompt = t.flag("train_on_prompt")  # LLaMA-Factory: loss on the prompts too
     if train_on_prompt is not None:
@@ -562,9 +612,16 @@ def translate_axolotl(t: Translator) -> None:
     t.put("model.trust_remote_code", t.flag("trust_remote_code"))
     t.put("model.max_seq_length", t.number("sequence_len", int))
     template = t.text("chat_template")
-    if template is not None:
-        t.put("model.chat_template", "chatml" if template == "chatml" else "tokenizer")
-        if template not in ("chatml", "tokenizer_default"):
+    if template == "jinja":
+        t.skip(
+            "chat_template",
+            "jinja: write chat_template_jinja to a .jinja file and set model.chat_template to its path",
+        )
+        t.skip("chat_template_jinja", "see chat_template")
+    elif template is not None:
+        chosen = {"chatml": "chatml", "tokenizer_default_fallback_chatml": "auto"}.get(template, "tokenizer")
+        t.put("model.chat_template", chosen)
+        if template not in ("chatml", "tokenizer_default", "tokenizer_default_fallback_chatml"):
             t.notes.append(f"chat_template {template}: the tokenizer's own chat template is used")
 
     rl = t.text("rl")
@@ -668,6 +725,20 @@ def axolotl_source(t: Translator, item: Any, rl: str | None) -> dict:
     if item.get("name"):
         source["subset"] = item["name"]
     kind = str(item.get("type", "alpaca"))
+    for key, value in item.items():
+        if key in AXOLOTL_DATASET_KEYS or value is None:
+            continue
+        if key == "roles_to_train" and list(value) == ["assistant"]:
+            continue  # what unifier trains
+        if key == "train_on_eos" and value == "turn":
+            continue  # unifier trains each assistant turn's end-of-turn marker
+        why = {
+            "roles_to_train": "unifier trains the assistant turns (data.assistant_only_loss: false trains every "
+            "token)",
+            "train_on_eos": "unifier trains each assistant turn's end-of-turn marker ('turn')",
+            "chat_template": "a dataset's own template: unifier renders every source with model.chat_template",
+        }.get(key, "no unifier equivalent")
+        t.untranslated.append(f"datasets[{path}].{key}: {why}")
     if rl == "dpo" and kind in ("chatml.intel", "llama3.intel", "chatml.argilla_chat", "llama3.argilla_chat"):
         # axolotl's fixed-column DPO strategies: intel (system, question, chosen, rejected as text) and
         # argilla_chat (chosen / rejected conversations sharing the prompt turn)

@@ -15,11 +15,11 @@ from __future__ import annotations
 import functools
 import json
 import shutil
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
 from .builtin import cache_root
+from .runfolder import scratch_folder
 
 VERSION = "3"
 LLAMA3_SPLIT = r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+"
@@ -113,7 +113,7 @@ def ensure(name: str) -> Path:
     torch.manual_seed(0)
     model = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
     folder.parent.mkdir(parents=True, exist_ok=True)
-    scratch = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", dir=folder.parent))
+    scratch = scratch_folder(folder.parent, f".{folder.name}.")
     try:
         tokenizer.save_pretrained(scratch)
         if family.byte_level_llama3:

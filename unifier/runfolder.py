@@ -241,3 +241,17 @@ def finite(value: Any) -> Any:
 
 def read_run(folder: str | Path) -> dict[str, Any]:
     return RunFolder(Path(folder)).read_record()
+
+
+def scratch_folder(parent: Path, prefix: str, suffix: str = "") -> Path:
+    """A new temporary folder beside its final place (renamed there when complete), with the permissions an
+    ordinary folder gets (tempfile makes it private: 0700, and a serving process of another user could not read
+    the export or eval once renamed)."""
+    import os
+    import tempfile
+
+    path = Path(tempfile.mkdtemp(prefix=prefix, suffix=suffix, dir=parent))
+    umask = os.umask(0)
+    os.umask(umask)
+    path.chmod(0o777 & ~umask)
+    return path

@@ -9,10 +9,10 @@ from __future__ import annotations
 
 import json
 import shutil
-import tempfile
 from pathlib import Path
 
 from .builtin import ASSETS, cache_root, chatml_template_file
+from .runfolder import scratch_folder
 
 TINY_VERSION = "2"  # bump when the recipe below changes, so cached folders are rebuilt
 SPECIAL_TOKENS = ["<|endoftext|>", "<|im_start|>", "<|im_end|>"]
@@ -79,7 +79,7 @@ def ensure_tiny_model(target: Path | None = None) -> Path:
     if (target / "model.safetensors").is_file():
         return target
     target.parent.mkdir(parents=True, exist_ok=True)
-    scratch = Path(tempfile.mkdtemp(prefix=".building-", dir=target.parent))
+    scratch = scratch_folder(target.parent, ".building-")
     try:
         _build(scratch)
         try:

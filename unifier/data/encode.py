@@ -80,8 +80,8 @@ class Vocabulary:
         template = config.get("chat_template")
         if isinstance(template, list):  # several named templates: the default one
             template = next((t.get("template") for t in template if t.get("name") == "default"), None)
-        if template is None and (folder / "chat_template.jinja").is_file():
-            template = (folder / "chat_template.jinja").read_text(encoding="utf-8")
+        if (folder / "chat_template.jinja").is_file():  # transformers 5: the .jinja file takes priority
+            template = read_template(folder / "chat_template.jinja")
         tokenizer = Tokenizer.from_file(str(folder / "tokenizer.json"))
         return cls(tokenizer, special, template, str(folder))
 
@@ -165,15 +165,21 @@ class Encoder:
         spans = []
         for index, message in enumerate(messages):
             if message["role"] == "assistant":
+                if not any(m["role"] in ("user", "tool") for m in messages[:index]):
+                    raise EncodeError(
+                        f"messages[{index}] (assistant) comes before any user turn: with a template without "
+                        "generation marks unifier locates each answer after the conversation before it, so a "
+                        "conversation starts with a user turn (after an optional system message)"
+                    )
                 spans.append(self._locate_turn(messages, tools, index, rendered))
         return rendered, spans, _reasoning_dropped(messages, rendered, spans)
 
     def _locate_turn(self, messages, tools, index, rendered) -> tuple[int, int]:
-        turn = index + 1
+        turn = f"messages[{index}] (assistant)"
         prompt, _ = self.render(messages[:index], tools, add_generation_prompt=True)
         if not rendered.startswith(prompt):
             raise EncodeError(
-                f"assistant turn {turn}: the rendering of the conversation before it plus the generation "
+                f"{turn}: the rendering of the conversation before it plus the generation "
                 f"prompt is not where the whole conversation's rendering has it ({_first_difference(prompt, rendered)})"
             )
         alone, _ = self.render(messages[: index + 1], tools)
@@ -186,7 +192,7 @@ class Encoder:
         alone_with_sentinel = self._with_sentinel(messages[: index + 1], index, tools)
         if with_sentinel == rendered or alone_with_sentinel == alone:
             raise EncodeError(
-                f"assistant turn {turn}: the template renders it differently inside the conversation than when it "
+                f"{turn}: the template renders it differently inside the conversation than when it "
                 "ends one, and does not render its content, so its tokens cannot be told apart"
             )
         content_start, content_end = _changed_region(rendered, with_sentinel)
@@ -194,7 +200,7 @@ class Encoder:
         closing = alone[alone_end:]
         if content_start < len(prompt) or rendered[content_end : content_end + len(closing)] != closing:
             raise EncodeError(
-                f"assistant turn {turn}: the template writes it differently inside the conversation than when it "
+                f"{turn}: the template writes it differently inside the conversation than when it "
                 f"ends one (after its content: {rendered[content_end : content_end + len(closing)]!r} instead of "
                 f"{closing!r}), so its tokens cannot be told apart"
             )
@@ -296,14 +302,36 @@ def _first_difference(short: str, long: str) -> str:
 
 
 def _reasoning_dropped(messages: list[dict], rendered: str, spans: list[tuple[int, int]]) -> int:
+    """Assistant turns whose reasoning (reasoning_content, or a <think>...</think> block in the content) or
+    content the template leaves out of the trained text."""
     trained = "".join(rendered[a:b] for a, b in spans)
-    return sum(
-        1
-        for m in messages
-        if m["role"] == "assistant"
-        and m.get("reasoning_content")
-        and m["reasoning_content"].strip() not in trained
-    )
+    dropped = 0
+    for m in messages:
+        if m["role"] != "assistant":
+            continue
+        content = m.get("content") if isinstance(m.get("content"), str) else ""
+        pieces = [m.get("reasoning_content") or ""]
+        if "</think>" in content:
+            before, _, after = content.partition("</think>")
+            pieces += [before.replace("<think>", ""), after]
+        if any(piece.strip() and piece.strip() not in trained for piece in pieces):
+            dropped += 1
+    return dropped
+
+
+def read_template(path: Path) -> str:
+    """A Jinja chat template file, or UserError naming it (unreadable, not UTF-8)."""
+    from ..errors import UserError
+
+    try:
+        return path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as exc:
+        raise UserError(
+            f"{path}: the chat template is not UTF-8 text ({exc.reason} at byte {exc.start})",
+            hint="save the template as UTF-8",
+        ) from None
+    except OSError as exc:
+        raise UserError(f"{path}: the chat template cannot be read ({exc.strerror or exc})") from None
 
 
 def _read_json(path: Path) -> dict:

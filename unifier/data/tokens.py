@@ -18,7 +18,7 @@ from typing import Any
 
 from ..errors import UserError
 from ..model_info import ModelInfo
-from .encode import ChatTemplate, Encoded, EncodeError, Encoder, Vocabulary
+from .encode import ChatTemplate, Encoded, EncodeError, Encoder, Vocabulary, read_template
 
 CHATML_TOKENS = ("<|im_start|>", "<|im_end|>")
 
@@ -71,7 +71,7 @@ def resolve_template(choice: str, vocabulary: Vocabulary | None, model: str) -> 
     from ..builtin import chatml_template_file
 
     if choice.endswith(".jinja"):
-        return ChatTemplate(Path(choice).read_text(encoding="utf-8"), f"the file {choice}", "file")
+        return ChatTemplate(read_template(Path(choice)), f"the file {choice}", "file")
     chatml = ChatTemplate(
         chatml_template_file().read_text(encoding="utf-8"),
         "unifier's ChatML (unifier/assets/chatml.jinja)",
@@ -275,6 +275,13 @@ def check_trainable(
     )
     stats.template = encoder.template.source if encoder.template and data.kind != "text" else None
     lost = stats.lost_rows
+    if lost and len(lost) == stats.rows and not any(e.trained for e in data.encoded["train"]):
+        raise UserError(
+            f"no training row has a trained token at any length: the chat template ({stats.template}) renders no "
+            f"assistant turn text for them (rows are {stats.quantiles['min']}..{stats.quantiles['max']} tokens), "
+            f"e.g. {lost[0]}",
+            hint="check model.chat_template (it must write each assistant message's content), or the rows",
+        )
     if lost and len(lost) == stats.rows:
         raise UserError(
             f"no training row keeps a trained token within model.max_seq_length {max_len}: the prompts (system, "
@@ -291,8 +298,8 @@ def check_trainable(
     if stats.reasoning_dropped:
         data.warnings.append(
             f"{stats.reasoning_dropped} assistant turns carry reasoning that the chat template ({stats.template}) "
-            "does not render (Qwen3's drops it from turns before the last user message): they train as the "
-            "template renders them, without it"
+            "leaves out (a template may render no reasoning at all, or, like Qwen3's, drop it from turns before "
+            "the last user message): they train as the template renders them, without it"
         )
     return stats, None
 
