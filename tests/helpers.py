@@ -73,6 +73,7 @@ def assert_resumed_like(folder: Path, reference: Path, steps: int) -> None:
     """A killed-and-resumed run: completed, each step logged once, the uninterrupted run's losses and adapter."""
     record = json.loads((folder / "run.json").read_text())
     assert record["status"] == "completed" and record["resumes"][0]["from_step"] >= 8
+    assert record["data"]["tokens"]["trained_tokens"] > 0  # resume runs run's token checks and records them
     logged = [m["step"] for m in read_jsonl(folder / "metrics.jsonl") if m.get("loss") is not None]
     assert logged == list(range(1, steps + 1))  # each step once
     assert losses(folder) == losses(reference)  # bit-exact on CPU fp32, every step

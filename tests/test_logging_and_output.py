@@ -57,17 +57,24 @@ def test_report_to_tensorboard_and_a_quiet_terminal(reference_runs, backend):
 @pytest.mark.slow
 def test_failing_worker_shows_its_error_line(tiny_recipe):
     """A torchrun worker that fails prints into run.log; the terminal shows the error line and where the log is."""
+    # a value whose type ms-swift declares as text or a mapping: only the worker finds it is not JSON
     recipe = tiny_recipe(
         {
             "training.max_steps": 2,
             "compute.nproc_per_node": 2,
-            "backend_options": {"swift": {"lora_dropout": "not-a-number"}},
+            "backend_options": {"swift": {"lr_scheduler_kwargs": "not-json"}},
         }
     )
     result = unify("run", str(recipe), "--backend", "swift")
     assert result.returncode == 1, result.stderr[-3000:]
-    assert "invalid float value: 'not-a-number'" in result.stderr
+    assert "JSONDecodeError: Expecting value" in result.stderr
     assert "run.log" in result.stderr and "Traceback" not in result.stdout
+    # a value of the wrong type never reaches a worker: refused before anything starts
+    typed = tiny_recipe({"backend_options": {"swift": {"lora_dropout": "not-a-number"}}}, name="typed.yaml")
+    refused = unify("run", str(typed), "--backend", "swift")
+    assert (
+        refused.returncode == 2 and "lora_dropout: expected float, got text 'not-a-number'" in refused.stderr
+    )
 
 
 def test_missing_tracker_is_refused_before_anything_loads(tiny_recipe, tmp_path):

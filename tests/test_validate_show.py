@@ -52,3 +52,11 @@ def test_show_marks_the_chosen_answer_of_a_preference_pair(tiny_recipe):
     assert result.returncode == 0, result.stderr
     first = json.loads((ASSETS / "tiny_preference.jsonl").read_text().splitlines()[0])
     assert marked(result.stdout)[0].startswith(first["chosen"][0]["content"])
+
+
+def test_validate_counts_optimizer_steps_with_accumulation_and_processes(tiny_recipe):
+    """training.max_steps counts optimizer steps: validate's steps per pass divide the rows by batch x
+    gradient accumulation x processes (68 bundled rows at 4 x 4: 5 steps, not 17)."""
+    result = unify("validate", str(tiny_recipe({"training.gradient_accumulation_steps": 4})))
+    assert result.returncode == 0, result.stderr
+    assert "5 optimizer steps per pass at batch 4 x accumulation 4" in result.stdout
