@@ -182,23 +182,8 @@ def function_parameters(module: str, qualified: str) -> frozenset[str] | None:
 @functools.cache
 def package_dataclass_fields(package: str) -> frozenset[str] | None:
     """Every annotated class attribute in a package's modules (ms-swift's arguments are spread over many)."""
-    path = module_file(package)
-    if path is None:
-        return None
-    names: set[str] = set()
-    for source in path.parent.rglob("*.py"):
-        try:
-            tree = _tree(source)
-        except (SyntaxError, UnicodeDecodeError):
-            continue
-        for node in ast.walk(tree):
-            if isinstance(node, ast.ClassDef):
-                names |= {
-                    i.target.id
-                    for i in node.body
-                    if isinstance(i, ast.AnnAssign) and isinstance(i.target, ast.Name)
-                }
-    return frozenset(names)
+    annotations = package_dataclass_annotations(package)
+    return None if annotations is None else frozenset(annotations)
 
 
 @functools.cache
