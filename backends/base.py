@@ -32,7 +32,7 @@ from unifier.spec import JobSpec
 from .plan import Plan
 from .registry import BackendEntry
 
-SECTIONS = ("model", "adapter", "quantization", "data", "optimisation", "compute", "output")
+SECTIONS = ("model", "adapter", "quantization", "data", "method", "optimisation", "compute", "output")
 
 
 @dataclass(frozen=True)
@@ -41,7 +41,7 @@ class Capabilities:
 
     adapters: tuple[str, ...] = ("lora", "qlora", "full")
     quant_bits: tuple[int, ...] = (4, 8)
-    methods: tuple[str, ...] = ("sft", "dpo")
+    methods: tuple[str, ...] = ("sft", "dpo")  # names in unifier/methods.py
     data_kinds: tuple[str, ...] = ("chat", "text", "preference")
     strategies: tuple[str, ...] = ("ddp",)
     max_processes: int | None = None  # None: no limit
@@ -173,6 +173,10 @@ class Backend(ABC):
 
     @abstractmethod
     def translate_data(self, ctx: PlanContext) -> Any: ...
+
+    @abstractmethod
+    def translate_method(self, ctx: PlanContext) -> Any:
+        """training.method and its options section (unifier/methods.py names each method's native trainer)."""
 
     @abstractmethod
     def translate_optimisation(self, ctx: PlanContext) -> Any: ...

@@ -12,7 +12,12 @@ from pathlib import Path
 from transformers import TrainerCallback
 from transformers.trainer_callback import PrinterCallback, ProgressCallback
 
-from unifier import terminal
+from unifier import methods, terminal
+
+# the trainers' method-specific numbers kept in metrics.jsonl's extra (rewards/chosen, nll_loss, ...)
+METHOD_METRICS = tuple(
+    dict.fromkeys(prefix for entry in methods.METHODS.values() for prefix in entry.metric_prefixes)
+)
 
 
 class MetricsCallback(TrainerCallback):
@@ -50,7 +55,7 @@ class MetricsCallback(TrainerCallback):
             tokens_seen=getattr(state, "num_input_tokens_seen", None) or None,
             step_time=step_time,
             eval_loss=logs.get("eval_loss"),
-            extra={k: v for k, v in logs.items() if k.startswith("rewards/")},
+            extra={k: v for k, v in logs.items() if k.startswith(METHOD_METRICS)},
         )
         if "loss" in logs:
             self._last_time, self._last_step = now, state.global_step

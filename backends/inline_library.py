@@ -35,7 +35,7 @@ def load_data(config):
         files["eval"] = paths["eval_file"]
     columns = (
         ("prompt_ids", "chosen_ids", "rejected_ids")
-        if config["method"] == "dpo"
+        if config["data_kind"] == "preference"
         else ("input_ids", "assistant_masks")
     )
     features = Features({name: Sequence(Value("int32")) for name in columns})
@@ -55,6 +55,84 @@ def pretokenized_dpo_trainer():
     return PreTokenizedDPOTrainer
 
 
+def pretokenized_pair_trainer(base, nll_on_answer):
+    """trl's ORPO / CPO (SimPO) trainer on rows that are already tokens (prompt_ids, chosen_ids, rejected_ids):
+    each row becomes the prompt_/chosen_/rejected_ input_ids, attention_mask and labels its tokenize_row would
+    write (no BOS/EOS added, no truncation: unifier's encoder did both), collator and losses untouched.
+    nll_on_answer: ORPO's NLL term on the chosen answer's tokens only (the paper's and ms-swift's), where trl's
+    ORPO counts the prompt tokens too."""
+    import torch.nn.functional as F
+
+    class PreTokenizedPairTrainer(base):
+        def tokenize_row(self, feature, model=None):
+            prompt = list(feature["prompt_ids"])
+            row = {"prompt_input_ids": prompt, "prompt_attention_mask": [1] * len(prompt)}
+            for side in ("chosen", "rejected"):
+                answer = list(feature[f"{side}_ids"])
+                row[f"{side}_input_ids"] = prompt + answer
+                row[f"{side}_attention_mask"] = [1] * (len(prompt) + len(answer))
+                row[f"{side}_labels"] = [-100] * len(prompt) + answer
+            return row
+
+        def _track_num_input_tokens(self, inputs):
+            """Tokens seen as the concatenated, padded chosen + rejected batch (what the model reads, and
+            ms-swift's count); transformers finds no input_ids in these batches and would count nothing."""
+            import torch
+
+            if self.args.include_num_input_tokens_seen == "no" or "chosen_input_ids" not in inputs:
+                return super()._track_num_input_tokens(inputs)
+            chosen, rejected = inputs["chosen_input_ids"], inputs["rejected_input_ids"]
+            count = torch.tensor(
+                2 * chosen.shape[0] * max(chosen.shape[1], rejected.shape[1]), device=chosen.device
+            )
+            self.state.num_input_tokens_seen += self.accelerator.gather(count).sum().item()
+
+        if nll_on_answer:
+
+            def concatenated_forward(self, model, batch):
+                joined = self.concatenated_inputs(
+                    batch,
+                    is_encoder_decoder=False,
+                    padding_value=self.padding_value,
+                    device=self.accelerator.device,
+                )
+                chosen = batch["chosen_labels"].shape[0]
+                outputs = model(
+                    joined["concatenated_input_ids"],
+                    attention_mask=joined["concatenated_attention_mask"],
+                    use_cache=False,
+                    **({"output_router_logits": True} if self.aux_loss_enabled else {}),
+                )
+                logits, labels = outputs.logits, joined["concatenated_labels"]
+                nll = F.cross_entropy(
+                    logits[:chosen, :-1].reshape(-1, logits.shape[-1]),
+                    labels[:chosen, 1:].reshape(-1).to(logits.device),
+                )
+                logps = self.get_batch_logps(logits, labels, average_log_prob=True, is_encoder_decoder=False)
+                result = (logps[:chosen], logps[chosen:], logits[:chosen, :-1], logits[chosen:, :-1], nll)
+                return (*result, outputs.aux_loss) if self.aux_loss_enabled else result
+
+    return PreTokenizedPairTrainer
+
+
+def trl_class(reference):
+    """'module:Class' (unifier/methods.py) -> the class; imported from `trl` where unsloth may have replaced it."""
+    import importlib
+
+    module, _, name = reference.partition(":")
+    return getattr(importlib.import_module(module), name)
+
+
+def trainer_class(config):
+    method = config["method"]
+    if method == "dpo":
+        return pretokenized_dpo_trainer()
+    base = trl_class(config["trainer_classes"]["trainer"])
+    if method in ("orpo", "simpo"):
+        return pretokenized_pair_trainer(base, nll_on_answer=method == "orpo")
+    return base
+
+
 def build_trainer(config, model, tokenizer, train, evaluation, callbacks):
     import os
 
@@ -63,28 +141,14 @@ def build_trainer(config, model, tokenizer, train, evaluation, callbacks):
     )  # output.report_to: the trackers write into the run folder's logs/
     keep_cpu_4bit_trainable(model)
     adapter_weights = float32_adapter_weights(model)
-    if config["method"] == "dpo":
-        from trl import DPOConfig
-
-        trainer = pretokenized_dpo_trainer()(
-            model=model,
-            args=DPOConfig(**config["trainer_args"]),
-            train_dataset=train,
-            eval_dataset=evaluation,
-            processing_class=tokenizer,
-            callbacks=list(callbacks),
-        )
-    else:
-        from trl import SFTConfig, SFTTrainer
-
-        trainer = SFTTrainer(
-            model=model,
-            args=SFTConfig(**config["trainer_args"]),
-            train_dataset=train,
-            eval_dataset=evaluation,
-            processing_class=tokenizer,
-            callbacks=list(callbacks),
-        )
+    trainer = trainer_class(config)(
+        model=model,
+        args=trl_class(config["trainer_classes"]["config"])(**config["trainer_args"]),
+        train_dataset=train,
+        eval_dataset=evaluation,
+        processing_class=tokenizer,
+        callbacks=list(callbacks),
+    )
     for name, param in trainer.model.named_parameters():
         if name in adapter_weights:
             param.data = adapter_weights[name]

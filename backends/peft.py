@@ -18,6 +18,7 @@ class PeftBackend(TrlBackend):
     program_module = "unifier.backends.peft_program"
     script_name = "train_peft.py"
     capabilities = Capabilities(
+        methods=("sft", "dpo", "orpo", "simpo"),
         strategies=("ddp",),
         max_processes=1,
         notes=("multi-process training: use the swift backend (torchrun, DeepSpeed, FSDP2)",),

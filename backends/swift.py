@@ -16,6 +16,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from unifier import methods as method_table
 from unifier.errors import UserError
 from unifier.model_info import read_model_info
 from unifier.reporting import tracker_env
@@ -79,6 +80,7 @@ class SwiftBackend(Backend):
     requires = ("torch", "transformers", "peft", "trl", "swift")
     option_groups = None  # backend_options.swift: raw `--key value` flags
     capabilities = Capabilities(
+        methods=("sft", "dpo", "orpo", "simpo"),
         strategies=("ddp", "zero2", "zero2_offload", "zero3", "zero3_offload", "fsdp2"),
         multi_node=True,
         packing="GPU only",
@@ -197,6 +199,8 @@ class SwiftBackend(Backend):
             ("--split_dataset_ratio", 0),
             ("--dataset_shuffle", False),
             ("--train_dataloader_shuffle", False),
+            # transformers 5 reads its own sampler setting where ms-swift's sampler is not used (its rlhf trainers)
+            ("--train_sampling_strategy", "sequential"),
             ("--data_seed", d.seed),
             ("--dataset_num_proc", 1),
             ("--load_from_cache_file", False),
@@ -238,8 +242,26 @@ class SwiftBackend(Backend):
             ("--gradient_checkpointing", t.gradient_checkpointing),
             ("--seed", t.seed),
         ]
+        return {"argv": argv_of(flags)}
+
+    def translate_method(self, ctx: PlanContext) -> dict[str, Any]:
+        """`swift rlhf --rlhf_type ...` and the method's options, every one passed (ms-swift's own defaults
+        differ from trl's: simpo's beta 2.0 and cpo_alpha 1.0, ...)."""
+        t = ctx.spec.training
+        rlhf_type = method_table.method(t.method).swift_rlhf_type
+        flags: list[tuple[str, Any]] = [("--rlhf_type", rlhf_type)] if rlhf_type else []
         if t.method == "dpo":
-            flags += [("--rlhf_type", "dpo"), ("--beta", t.dpo.beta), ("--loss_type", t.dpo.loss_type)]
+            flags += [("--beta", t.dpo.beta), ("--loss_type", t.dpo.loss_type)]
+        elif t.method == "orpo":
+            flags += [("--beta", t.orpo.beta)]
+        elif t.method == "simpo":
+            flags += [
+                ("--beta", t.simpo.beta),
+                ("--simpo_gamma", t.simpo.gamma),
+                ("--cpo_alpha", t.simpo.nll_weight),
+                ("--loss_type", "simpo"),
+                ("--label_smoothing", 0.0),
+            ]
         return {"argv": argv_of(flags)}
 
     def translate_compute(self, ctx: PlanContext) -> dict[str, Any]:
@@ -299,7 +321,7 @@ class SwiftBackend(Backend):
             argv += fragment["argv"]
             env.update(fragment.get("env", {}))
         argv = with_options(argv, ctx.options(self.name))
-        subcommand = "rlhf" if ctx.spec.training.method == "dpo" else "sft"
+        subcommand = "rlhf" if method_table.method(ctx.spec.training.method).swift_rlhf_type else "sft"
         program = CommandProgram(
             argv=("swift", subcommand, *argv),
             env=env,

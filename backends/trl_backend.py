@@ -11,12 +11,20 @@ import importlib.util
 from pathlib import Path
 from typing import Any, ClassVar
 
+from unifier import methods as method_table
+
 from . import trl_config
 from .base import Backend, PlanContext, RunResult, render_program
 from .plan import Plan, ScriptProgram
 
 LIBRARY = Path(__file__).with_name("inline_library.py")
 CALLBACKS = ("metrics", "health", "stop_on_signal", "scrub_secrets", "progress", "probe")
+
+
+def trl_config_class(spec) -> tuple[str, str]:
+    """(module, class) of the trl config dataclass the method's trainer takes (unifier/methods.py)."""
+    module, _, name = method_table.method(spec.training.method).trl_config.partition(":")
+    return module, name
 
 
 class TrlBackend(Backend):
@@ -28,9 +36,7 @@ class TrlBackend(Backend):
         from .signatures import dataclass_fields
 
         if group == "trainer_args":
-            if spec.training.method == "dpo":
-                return dataclass_fields("trl.trainer.dpo_config", "DPOConfig")
-            return dataclass_fields("trl.trainer.sft_config", "SFTConfig")
+            return dataclass_fields(*trl_config_class(spec))
         return None
 
     def option_types(self, spec, group):
@@ -38,9 +44,10 @@ class TrlBackend(Backend):
 
         if group != "trainer_args":
             return None
-        if spec.training.method == "dpo":
-            return dataclass_annotations("trl.trainer.dpo_config", "DPOConfig")
-        return dataclass_annotations("trl.trainer.sft_config", "SFTConfig")
+        return dataclass_annotations(*trl_config_class(spec))
+
+    def translate_method(self, ctx: PlanContext) -> dict[str, Any]:
+        return trl_config.method_section(ctx)
 
     def translate_data(self, ctx: PlanContext) -> dict[str, Any]:
         return trl_config.data_section(ctx)

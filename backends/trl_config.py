@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from unifier import methods as method_table
 from unifier.reporting import tracker_env
 
 from .base import PlanContext
@@ -80,7 +81,7 @@ def data_section(ctx: PlanContext) -> dict[str, Any]:
         "train_sampling_strategy": "sequential",  # unifier shuffled the file already
         "dataloader_num_workers": 0,
     }
-    if method != "dpo":
+    if method == "sft":
         args.update(
             {
                 "packing": d.packing,
@@ -113,14 +114,37 @@ def optimisation_section(ctx: PlanContext) -> dict[str, Any]:
         "gradient_checkpointing": t.gradient_checkpointing,
         "seed": t.seed,
     }
-    if t.method == "dpo":
-        args.update({"beta": t.dpo.beta, "loss_type": [t.dpo.loss_type]})
     return {
-        "method": t.method,
         "seed": t.seed,
         "gradient_checkpointing": t.gradient_checkpointing,
         "trainer_args": args,
     }
+
+
+def method_section(ctx: PlanContext) -> dict[str, Any]:
+    """training.method and its options section -> the trl trainer and config class, and their arguments."""
+    t = ctx.spec.training
+    entry = method_table.method(t.method)
+    args: dict[str, Any] = {}
+    if t.method == "dpo":
+        args = {"beta": t.dpo.beta, "loss_type": [t.dpo.loss_type]}
+    elif t.method == "orpo":
+        args = {"beta": t.orpo.beta}
+    elif t.method == "simpo":
+        args = {
+            "loss_type": "simpo",
+            "beta": t.simpo.beta,
+            "simpo_gamma": t.simpo.gamma,
+            "cpo_alpha": t.simpo.nll_weight,
+            "label_smoothing": 0.0,
+        }
+    if t.method in ("orpo", "simpo"):
+        args["disable_dropout"] = True  # trl's default, which ms-swift keeps too (it has no flag for it)
+    fragment: dict[str, Any] = {
+        "method": t.method,
+        "trainer_classes": {"config": entry.trl_config_import, "trainer": entry.trl_trainer},
+    }
+    return {**fragment, "trainer_args": args} if args else fragment
 
 
 def compute_section(ctx: PlanContext) -> dict[str, Any]:

@@ -38,7 +38,7 @@ class UnslothBackend(TrlBackend):
     script_name = "train_unsloth.py"
     capabilities = Capabilities(
         quant_bits=(4,),
-        methods=("sft", "dpo"),
+        methods=("sft", "dpo", "orpo", "simpo"),
         strategies=("ddp",),
         max_processes=1,
         dora=False,

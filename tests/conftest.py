@@ -268,6 +268,24 @@ def dpo_runs(tmp_path_factory) -> Scenario:
     return compare_scenario(tmp_path_factory, "dpo", raw)
 
 
+PAIR_METHOD_STEPS = 12
+
+
+@pytest.fixture(scope="session")
+def orpo_runs(tmp_path_factory) -> Scenario:
+    """recipes/tiny-cpu-orpo.yaml (no reference model), PAIR_METHOD_STEPS steps, on every backend."""
+    raw = recipe_with("tiny-cpu-orpo.yaml", training__max_steps=PAIR_METHOD_STEPS)
+    return compare_scenario(tmp_path_factory, "orpo", raw)
+
+
+@pytest.fixture(scope="session")
+def simpo_runs(tmp_path_factory) -> Scenario:
+    """recipes/tiny-cpu-simpo.yaml with an NLL term (CPO-SimPO, so every option reaches the loss)."""
+    raw = recipe_with("tiny-cpu-simpo.yaml", training__max_steps=PAIR_METHOD_STEPS)
+    raw["training"]["simpo"]["nll_weight"] = 0.5
+    return compare_scenario(tmp_path_factory, "simpo", raw)
+
+
 TEXT_STEPS = 20
 
 

@@ -32,6 +32,8 @@ def test_version_and_flag_help():
             {"adapter.type": "qlora", "quantization.bits": 4, "quantization.compute_dtype": "float32"},
         ),
         (["--method", "dpo"], {"training.method": "dpo", "data.train.0.path": "builtin:tiny-preference"}),
+        (["--method", "orpo"], {"training.method": "orpo", "training.orpo.beta": 0.1}),
+        (["--method", "simpo"], {"training.simpo.beta": 2.0, "training.simpo.nll_weight": 0.0}),
         (
             ["--model", "Qwen/Qwen3-8B", "--data", "train.jsonl", "--format", "alpaca", "--qlora"],
             {

@@ -50,7 +50,13 @@ NOT_IN_PLAN = {
 QLORA = {"adapter.type": "qlora", "quantization.bits": 4, "quantization.double_quant": True}
 CONTEXTS = {
     "quantization.": QLORA,
-    "training.dpo.": {"training.method": "dpo", "data.train": [{"path": "builtin:tiny-preference"}]},
+    **{
+        f"training.{method}.": {
+            "training.method": method,
+            "data.train": [{"path": "builtin:tiny-preference"}],
+        }
+        for method in ("dpo", "orpo", "simpo")
+    },
     "training.eval_steps": {"data.eval_split": 0.1},
     "training.min_lr_ratio": {"training.lr_scheduler": "cosine"},
     "compute.": {"compute.nproc_per_node": 2},
@@ -75,6 +81,7 @@ VALUES = {
     "data.train[0].roles": [{"bot": "assistant"}],
     "quantization.compute_dtype": ["bfloat16"],
     "training.max_steps": [7],
+    "training.method": ["dpo", "orpo", "simpo"],  # refused on the base recipe's chat rows (they need pairs)
     "training.save_steps": [5, None],
     "training.eval_steps": [3],
     "data.eval_split": [0.1],
@@ -91,13 +98,31 @@ def leaf_fields(model: type[BaseModel], prefix: str = "") -> list[tuple[str, Any
     for name, info in model.model_fields.items():
         path = f"{prefix}{name}"
         annotation = info.annotation
+        variants = _model_variants(annotation)
         if isinstance(annotation, type) and issubclass(annotation, BaseModel):
             leaves += leaf_fields(annotation, path + ".")
+        elif (
+            variants
+        ):  # a discriminated union (training: one section per method): every variant's fields once
+            seen = {}
+            for variant in variants:
+                for leaf, leaf_info in leaf_fields(variant, path + "."):
+                    seen.setdefault(leaf, leaf_info)
+            leaves += list(seen.items())
         elif get_origin(annotation) is list and _model_arg(annotation):
             leaves += leaf_fields(_model_arg(annotation), path + "[0].")
         else:
             leaves.append((path, info))
     return leaves
+
+
+def _model_variants(annotation) -> list[type[BaseModel]]:
+    if get_origin(annotation) not in (typing.Union, types.UnionType):
+        return []
+    variants = [
+        get_args(arg)[0] if get_origin(arg) is typing.Annotated else arg for arg in get_args(annotation)
+    ]
+    return variants if all(isinstance(v, type) and issubclass(v, BaseModel) for v in variants) else []
 
 
 def _model_arg(annotation):

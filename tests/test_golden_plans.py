@@ -50,6 +50,19 @@ CASES = {
         "adapter.modules_to_save": ["lm_head"],
         "training.dpo.beta": 0.2,
     },
+    "orpo": {
+        "training.method": "orpo",
+        "data.train": [{"path": "builtin:tiny-preference"}],
+        "training.orpo.beta": 0.25,
+    },
+    "simpo-cuda": {
+        "training.method": "simpo",
+        "data.train": [{"path": "builtin:tiny-preference"}],
+        "training.simpo.gamma": 0.8,
+        "training.simpo.nll_weight": 0.3,
+        "compute.device": "cuda",
+        "model.dtype": "bfloat16",
+    },
     "full-text-checkpointing": {
         "adapter.type": "full",
         "data.train": [{"path": str(TEXT), "format": "text"}],

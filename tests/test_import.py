@@ -515,3 +515,52 @@ def test_formats_with_no_unifier_equivalent_are_listed_not_swapped_for_another(t
         },
     )
     assert fallback.recipe["model"]["chat_template"] == "auto"
+
+
+@pytest.mark.parametrize(
+    ("tool", "config", "expected"),
+    [
+        (
+            "llamafactory",
+            {"stage": "dpo", "pref_loss": "orpo", "pref_beta": 0.2},
+            {"method": "orpo", "orpo": {"beta": 0.2}},
+        ),
+        (  # LLaMA-Factory's own defaults where the config is silent: pref_beta 0.1, simpo_gamma 0.5
+            "llamafactory",
+            {"stage": "dpo", "pref_loss": "simpo"},
+            {"method": "simpo", "simpo": {"beta": 0.1, "gamma": 0.5}},
+        ),
+        ("axolotl", {"rl": "orpo", "orpo_alpha": 0.15}, {"method": "orpo", "orpo": {"beta": 0.15}}),
+        (  # axolotl passes what it is given to trl's CPO: trl's defaults otherwise (cpo_alpha 1.0)
+            "axolotl",
+            {"rl": "simpo", "rl_beta": 2.5, "simpo_gamma": 1.2},
+            {"method": "simpo", "simpo": {"beta": 2.5, "gamma": 1.2, "nll_weight": 1.0}},
+        ),
+    ],
+)
+def test_reference_free_preference_methods_import_with_the_tools_own_defaults(
+    tmp_path, tool, config, expected
+):
+    pairs = tmp_path / "pairs.jsonl"
+    pairs.write_text(json.dumps({"prompt": "Q?", "chosen": "Good.", "rejected": "Bad."}) + "\n")
+    if tool == "llamafactory":
+        (tmp_path / "data").mkdir()
+        shutil.copy(pairs, tmp_path / "data" / "pairs.jsonl")
+        info = {"pairs": {"file_name": "pairs.jsonl", "ranking": True}}
+        (tmp_path / "data" / "dataset_info.json").write_text(json.dumps(info))
+        base = {
+            "model_name_or_path": "builtin:tiny-qwen2",
+            "dataset": "pairs",
+            "dataset_dir": str(tmp_path / "data"),
+        }
+    else:
+        base = {"base_model": "builtin:tiny-qwen2", "adapter": "lora", "datasets": [{"path": str(pairs)}]}
+    imported = imported_from(tmp_path, tool, {**base, **config})
+    training = imported.recipe["training"]
+    assert {key: training[key] for key in expected} == expected
+    assert imported.recipe["data"]["train"][0]["format"] == "preference"
+    spec = spec_from_dict(imported.recipe)
+    assert spec.training.method == expected["method"]
+    assert not [line for line in imported.untranslated if any(key in line for key in config)], (
+        imported.untranslated
+    )

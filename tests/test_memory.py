@@ -5,10 +5,11 @@ backward pass (a saved-tensors hook adds up the distinct storages), with and wit
 from __future__ import annotations
 
 import pytest
+import yaml
 
 from unifier.memory import activation_parts, estimate, weight_shapes
 from unifier.model_info import read_model_info
-from unifier.spec import load_spec
+from unifier.spec import apply_overrides, load_spec, spec_from_dict
 
 from .conftest import RECIPES, unify
 
@@ -131,25 +132,40 @@ def test_plan_prints_the_estimate_to_stderr_only():
     assert "weights" in result.stderr and "GiB" in result.stderr
 
 
+def as_method(method: str, overrides: tuple[str, ...] = ()):
+    """recipes/qwen3-8b-qlora-dpo-1gpu.yaml trained with another method (its dpo section swapped for the
+    method's own defaults)."""
+    raw = yaml.safe_load((RECIPES / "qwen3-8b-qlora-dpo-1gpu.yaml").read_text())
+    raw["training"].pop("dpo")
+    raw["training"]["method"] = method
+    return spec_from_dict(apply_overrides(raw, list(overrides)))
+
+
 def test_the_estimate_knows_dpo_pairs_and_the_reference_model():
     """DPO runs chosen and rejected in one concatenated batch: twice the tokens (and activations) of SFT at the
-    same batch; full fine-tuning adds a frozen reference copy of the weights, LoRA disables the adapter instead."""
+    same batch; full fine-tuning adds a frozen reference copy of the weights, LoRA disables the adapter instead.
+    ORPO and SimPO also run pairs, without a reference."""
     targets = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
     dpo = load_spec(RECIPES / "qwen3-8b-qlora-dpo-1gpu.yaml", [])
     info = read_model_info(dpo.model.name_or_path)
-    sft = load_spec(RECIPES / "qwen3-8b-qlora-dpo-1gpu.yaml", ["training.method=sft"])
+    sft = as_method("sft")
     pairs, single = estimate(dpo, info, targets), estimate(sft, info, targets)
     assert pairs.tokens == 2 * single.tokens == 2 * 2 * 2048
     assert pairs.activations == pytest.approx(2 * single.activations, rel=1e-9)
     assert pairs.weights == single.weights and "dpo: chosen + rejected" in pairs.lines()[0]
-    full = ["adapter.type=full", "quantization.bits=null", "training.optimizer=adamw_torch"]
-    full_dpo = estimate(load_spec(RECIPES / "qwen3-8b-qlora-dpo-1gpu.yaml", full), info, targets)
-    full_sft = estimate(
-        load_spec(RECIPES / "qwen3-8b-qlora-dpo-1gpu.yaml", [*full, "training.method=sft"]),
-        info,
-        targets,
-    )
+    full = ("adapter.type=full", "quantization.bits=null", "training.optimizer=adamw_torch")
+    full_dpo = estimate(load_spec(RECIPES / "qwen3-8b-qlora-dpo-1gpu.yaml", list(full)), info, targets)
+    full_sft = estimate(as_method("sft", full), info, targets)
     assert full_dpo.weights == pytest.approx(2 * full_sft.weights)  # the policy and its reference
     assert "a frozen reference copy" in full_dpo.lines()[0]
+    for method in ("orpo", "simpo"):
+        full_pairs = estimate(as_method(method, full), info, targets)
+        assert full_pairs.tokens == 2 * single.tokens and full_pairs.weights == pytest.approx(
+            full_sft.weights
+        )
+        assert (
+            f"{method}: chosen + rejected" in full_pairs.lines()[0]
+            and "reference" not in full_pairs.lines()[0]
+        )
     result = unify("plan", str(RECIPES / "qwen3-8b-qlora-dpo-1gpu.yaml"), "--backend", "peft")
     assert result.returncode == 0 and "dpo: chosen + rejected" in result.stderr, result.stderr

@@ -120,6 +120,12 @@ DPO_TABLE = [
     ("training.dpo.beta", 0.23, "trainer_args.beta", "--beta", "trainer_args.beta"),
     ("training.dpo.loss_type", "ipo", "trainer_args.loss_type", "--loss_type", "trainer_args.loss_type"),
 ]
+PAIR_METHOD_TABLE = [  # (method, field, value, trl argument, ms-swift flag): backends' defaults disagree on each
+    ("orpo", "training.orpo.beta", 0.33, "trainer_args.beta", "--beta"),
+    ("simpo", "training.simpo.beta", 2.5, "trainer_args.beta", "--beta"),
+    ("simpo", "training.simpo.gamma", 0.7, "trainer_args.simpo_gamma", "--simpo_gamma"),
+    ("simpo", "training.simpo.nll_weight", 0.4, "trainer_args.cpo_alpha", "--cpo_alpha"),
+]
 QUANT_TABLE = [  # peft and swift (unsloth fixes NF4 with double quantization)
     (
         "quantization.double_quant",
@@ -186,6 +192,29 @@ def check(field, value, peft_key, swift_flag, unsloth_key, base=None):
 )
 def test_each_field_reaches_every_backend(field, value, peft_key, swift_flag, unsloth_key):
     check(field, value, peft_key, swift_flag, unsloth_key)
+
+
+@pytest.mark.parametrize(
+    "method, field, value, trl_key, swift_flag", PAIR_METHOD_TABLE, ids=[r[1] for r in PAIR_METHOD_TABLE]
+)
+def test_reference_free_method_options_reach_every_backend(method, field, value, trl_key, swift_flag):
+    spec = spec_with(
+        {"training.method": method, "data.train": [{"path": "builtin:tiny-preference"}], field: value}
+    )
+    for backend in ("peft", "unsloth"):
+        config = plan(spec, backend).program.config
+        assert config_value(config, trl_key) == value, (field, backend)
+        assert config["trainer_classes"][
+            "trainer"
+        ] == f"trl.experimental.{'orpo' if method == 'orpo' else 'cpo'}:" + (
+            "ORPOTrainer" if method == "orpo" else "CPOTrainer"
+        )
+    argv = plan(spec, "swift").program.argv
+    assert argv[:2] == ("swift", "rlhf") and flag_values(argv, "--rlhf_type") == [method]
+    assert flag_values(argv, swift_flag) == native(value), (field, "swift")
+    if method == "simpo":  # ms-swift's simpo is cpo with loss_type simpo: unifier says so on every backend
+        assert flag_values(argv, "--loss_type") == ["simpo"]
+        assert config_value(plan(spec, "peft").program.config, "trainer_args.loss_type") == "simpo"
 
 
 @pytest.mark.parametrize(
@@ -273,7 +302,13 @@ def test_the_table_covers_every_field_the_backends_disagree_on():
         "model.max_seq_length",
         "data.seed",
     }
-    covered = {row[0] for row in TABLE + DPO_TABLE + QUANT_TABLE}
+    disagreeing |= {
+        "training.orpo.beta",
+        "training.simpo.beta",
+        "training.simpo.gamma",
+        "training.simpo.nll_weight",
+    }
+    covered = {row[0] for row in TABLE + DPO_TABLE + QUANT_TABLE} | {row[1] for row in PAIR_METHOD_TABLE}
     assert disagreeing <= covered, disagreeing - covered
 
 

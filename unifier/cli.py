@@ -439,7 +439,7 @@ def init(
     data_format: str | None = typer.Option(
         None, "--format", help="messages | sharegpt | alpaca | text | preference (default: auto-detected)."
     ),
-    method: str = typer.Option("sft", "--method", help="sft | dpo."),
+    method: str = typer.Option("sft", "--method", help="sft | dpo | orpo | simpo (unifier/methods.py)."),
     qlora: bool = typer.Option(False, "--qlora", help="QLoRA: LoRA on a 4-bit NF4 base (bitsandbytes)."),
 ):
     """Write a starter recipe (LoRA SFT on the built-in tiny model and data unless options say otherwise)."""

@@ -178,8 +178,11 @@ def compare_samples(a: Path, b: Path) -> dict[str, Any]:
 
 def _comparable(sample: dict) -> dict:
     """input_ids, and which tokens carry loss: labels where both trainers give them (SFT), else a 0/1 loss mask
-    (trl's DPO collator gives completion_mask where ms-swift gives labels). The first position is dropped
+    (trl's DPO collator gives completion_mask where ms-swift gives labels; trl's ORPO / CPO give the chosen side
+    as chosen_input_ids / chosen_labels). The first position is dropped
     from both: a causal LM never predicts the first token (trl labels it, ms-swift masks it)."""
+    if "input_ids" not in sample and "chosen_input_ids" in sample:  # trl's ORPO / CPO layout: its chosen side
+        sample = {"input_ids": sample["chosen_input_ids"], "labels": sample["chosen_labels"]}
     out = {"input_ids": sample.get("input_ids")}
     if "labels" in sample:
         out["labels"] = sample["labels"][1:]

@@ -359,8 +359,9 @@ def _rows(run: TrainedRun, files: list[str] | None, role: str) -> list[dict]:
 
     raw = run.spec.model_dump(mode="json")
     if role == "retain":  # general data (chat or text rows), whatever the run trained on
+        method = raw["training"].get("method", "sft")
         raw["training"]["method"] = "sft"
-        raw["training"].pop("dpo", None)
+        raw["training"].pop(method, None)  # its options section
     raw["data"]["train"] = [
         {"path": f if f.startswith("builtin:") else str(Path(f).absolute()), "format": "auto"} for f in files
     ]

@@ -482,14 +482,7 @@ def translate_llamafactory(t: Translator) -> None:
         t.put("quantization.quant_type", t.text("quantization_type"))
         t.put("quantization.double_quant", t.flag("double_quantization"))
     if stage == "dpo":
-        t.put("training.dpo.beta", default(t.number("pref_beta"), 0.1))
-        loss = t.text("pref_loss", "sigmoid")
-        if loss in ("sigmoid", "ipo", "hinge"):
-            t.put("training.dpo.loss_type", loss)
-        else:
-            t.skip("pref_loss", f"'{loss}' is not a DPO loss unifier trains (sigmoid, ipo, hinge)")
-        if t.number("pref_ftx"):
-            t.skip("pref_ftx", "an SFT term in the DPO loss is not supported")
+        llamafactory_preference_method(t)
 
     dataset_dir = t.base_dir / t.text("dataset_dir", "data")
     names = t.names("dataset")
@@ -517,6 +510,36 @@ def translate_llamafactory(t: Translator) -> None:
     t.deepspeed()
     t.tracking(t.get("report_to"))
     t.put("output.dir", t.text("output_dir"))
+
+
+def llamafactory_preference_method(t: Translator) -> None:
+    """LLaMA-Factory's stage dpo trains DPO, ORPO or SimPO by pref_loss (with its own defaults: pref_beta 0.1,
+    simpo_gamma 0.5)."""
+    beta = default(t.number("pref_beta"), 0.1)
+    loss = t.text("pref_loss", "sigmoid")
+    if loss == "orpo":
+        t.put("training.method", "orpo")
+        t.put("training.orpo.beta", beta)
+    elif loss == "simpo":
+        t.put("training.method", "simpo")
+        t.put("training.simpo.beta", beta)
+        t.put("training.simpo.gamma", default(t.number("simpo_gamma"), 0.5))
+    elif loss in ("sigmoid", "ipo", "hinge"):
+        t.put("training.dpo.beta", beta)
+        t.put("training.dpo.loss_type", loss)
+    else:
+        t.put("training.dpo.beta", beta)
+        t.skip(
+            "pref_loss",
+            f"'{loss}' is not a preference loss unifier trains (sigmoid, ipo, hinge, orpo, simpo)",
+        )
+    if t.number("pref_ftx"):
+        # LLaMA-Factory adds pref_ftx x the chosen answer's mean log-likelihood; unifier's SimPO nll_weight is
+        # the same term as trl's token-mean cross-entropy, DPO has none
+        t.skip(
+            "pref_ftx",
+            "an SFT term in the preference loss is not translated (SimPO: see training.simpo.nll_weight)",
+        )
 
 
 def llamafactory_source(t: Translator, name: str, dataset_dir: Path, stage: str, limit: int | None) -> dict:
@@ -625,9 +648,9 @@ def translate_axolotl(t: Translator) -> None:
             t.notes.append(f"chat_template {template}: the tokenizer's own chat template is used")
 
     rl = t.text("rl")
-    if rl not in (None, "dpo"):
-        raise UserError(f"rl '{rl}': unifier trains sft and dpo")
-    t.put("training.method", "dpo" if rl == "dpo" else "sft")
+    if rl not in (None, "dpo", "orpo", "simpo"):
+        raise UserError(f"rl '{rl}': unifier imports sft (no rl), dpo, orpo and simpo from axolotl")
+    t.put("training.method", rl or "sft")
     adapter = t.text("adapter")
     four, eight = t.flag("load_in_4bit"), t.flag("load_in_8bit")
     bits = 4 if four else 8 if eight else None
@@ -656,6 +679,14 @@ def translate_axolotl(t: Translator) -> None:
     if rl == "dpo":
         beta = t.number("rl_beta") or t.number("dpo_beta")
         t.put("training.dpo.beta", beta if beta is not None else 0.1)
+    elif rl == "orpo":  # axolotl passes orpo_alpha as trl's ORPO beta
+        t.put("training.orpo.beta", default(t.number("orpo_alpha"), 0.1))
+    elif (
+        rl == "simpo"
+    ):  # axolotl runs trl's CPO with loss_type simpo: trl's defaults where the config is silent
+        t.put("training.simpo.beta", default(t.number("rl_beta"), 0.1))
+        t.put("training.simpo.gamma", default(t.number("simpo_gamma"), 0.5))
+        t.put("training.simpo.nll_weight", default(t.number("cpo_alpha"), 1.0))
 
     datasets = t.get("datasets") or []
     if not isinstance(datasets, list):
@@ -739,7 +770,8 @@ def axolotl_source(t: Translator, item: Any, rl: str | None) -> dict:
             "chat_template": "a dataset's own template: unifier renders every source with model.chat_template",
         }.get(key, "no unifier equivalent")
         t.untranslated.append(f"datasets[{path}].{key}: {why}")
-    if rl == "dpo" and kind in ("chatml.intel", "llama3.intel", "chatml.argilla_chat", "llama3.argilla_chat"):
+    pairs = rl in ("dpo", "orpo", "simpo")
+    if pairs and kind in ("chatml.intel", "llama3.intel", "chatml.argilla_chat", "llama3.argilla_chat"):
         # axolotl's fixed-column DPO strategies: intel (system, question, chosen, rejected as text) and
         # argilla_chat (chosen / rejected conversations sharing the prompt turn)
         source["format"] = "preference"
@@ -747,7 +779,7 @@ def axolotl_source(t: Translator, item: Any, rl: str | None) -> dict:
             source["columns"] = {"prompt": "question"}
         t.notes.append(f"dataset {path} type {kind}: read as preference pairs with axolotl's fixed columns")
         return source
-    if rl == "dpo":
+    if pairs:
         mapped = {
             ours: item[theirs]
             for theirs, ours in (

@@ -15,6 +15,7 @@ import math
 from dataclasses import dataclass
 from typing import Any
 
+from . import methods as method_table
 from .model_info import ModelInfo
 
 GIB = 1024**3
@@ -197,9 +198,11 @@ def estimate(spec, info: ModelInfo, target_modules: list[str] | None) -> MemoryE
     if full and deepspeed and dtype_bytes < 4:
         optimizer += trainable * 4  # the master weights
 
-    pairs = t.method == "dpo"  # chosen and rejected go through the model in one concatenated batch
+    entry = method_table.method(t.method)
+    pairs = entry.pairwise  # chosen and rejected go through the model in one concatenated batch
     tokens = t.per_device_batch_size * spec.model.max_seq_length * (2 if pairs else 1)
-    reference = params * dtype_bytes if pairs and full else 0.0  # a frozen copy; LoRA: the base, adapter off
+    # a frozen copy; LoRA: the base, adapter off
+    reference = params * dtype_bytes if entry.reference_model and full else 0.0
     with_checkpointing = activation_bytes(config, tokens, spec, checkpointing=True)
     without = activation_bytes(config, tokens, spec, checkpointing=False)
     weights += reference
@@ -230,16 +233,7 @@ def estimate(spec, info: ModelInfo, target_modules: list[str] | None) -> MemoryE
         source=source,
         tokens=tokens,
         offloaded=offloaded,
-        method=(
-            "dpo: chosen + rejected per pair in one batch"
-            + (
-                ", a frozen reference copy of the weights"
-                if full
-                else ", reference = the base with the adapter off"
-            )
-        )
-        if pairs
-        else t.method,
+        method=method_note(entry, full),
     )
 
 
@@ -319,3 +313,16 @@ def implied_choice(spec, estimate: MemoryEstimate) -> str:
         f"needs about {need:.0f} GiB per process, more than one {GPU_SIZES_GIB[-1]} GiB GPU: try "
         + ", or ".join(advice)
     )
+
+
+def method_note(entry, full: bool) -> str:
+    if not entry.pairwise:
+        return entry.name
+    note = f"{entry.name}: chosen + rejected per pair in one batch"
+    if entry.reference_model:
+        note += (
+            ", a frozen reference copy of the weights"
+            if full
+            else ", reference = the base with the adapter off"
+        )
+    return note

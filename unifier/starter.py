@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from . import methods as method_table
 from .builtin import ASSETS, TINY_MODEL_REF
 from .errors import UserError
 
@@ -17,13 +18,14 @@ def starter_recipe(
     qlora: bool = False,
 ) -> str:
     """The starter recipe's text (comments kept): LoRA SFT on the tiny model and data unless told otherwise."""
-    if method not in ("sft", "dpo"):
-        raise UserError(f"--method '{method}': expected sft or dpo")
+    if method not in method_table.METHODS:
+        raise UserError(f"--method '{method}': expected one of {', '.join(method_table.METHODS)}")
+    entry = method_table.method(method)
     if data_format is not None and data_format not in FORMATS:
         raise UserError(f"--format '{data_format}': expected one of {', '.join(FORMATS)}")
-    if method == "dpo" and data_format not in (None, "preference"):
+    if entry.pairwise and data_format not in (None, "preference"):
         raise UserError(
-            "--method dpo trains on preference pairs", hint="pass --format preference (or no --format)"
+            f"--method {method} trains on preference pairs", hint="pass --format preference (or no --format)"
         )
     text = (ASSETS / "starter_recipe.yaml").read_text(encoding="utf-8")
     tiny = model is None or model == TINY_MODEL_REF
@@ -37,8 +39,9 @@ def starter_recipe(
         text = _replace(text, "  max_seq_length: 256", "  max_seq_length: 2048")
         text = _replace(text, "  learning_rate: 3.0e-3", "  learning_rate: 2.0e-4")
         text = _replace(text, "  max_steps: 30", "  max_steps: 500         # or remove it and set epochs")
-    if method == "dpo":
-        text = _replace(text, "  method: sft", "  method: dpo\n  dpo:\n    beta: 0.1\n    loss_type: sigmoid")
+    if method != "sft":
+        text = _replace(text, "  method: sft", f"  method: {method}\n{method_options(method)}")
+    if entry.pairwise:
         data = data or "builtin:tiny-preference"
         data_format = "preference"
         if tiny:
@@ -67,3 +70,12 @@ def _replace(text: str, old: str, new: str) -> str:
     if old not in text:  # the asset and this module drifted apart: a bug, not a user mistake
         raise AssertionError(f"starter recipe lacks {old!r}")
     return text.replace(old, new, 1)
+
+
+def method_options(method: str) -> str:
+    """The method's options section with every default written out (unifier/spec/training.py)."""
+    from .spec.training import VARIANTS
+
+    options = VARIANTS[method].model_fields[method].default_factory()
+    lines = [f"  {method}:"] + [f"    {key}: {value}" for key, value in options.model_dump().items()]
+    return "\n".join(lines)

@@ -12,7 +12,16 @@ from pathlib import Path
 
 import pytest
 
-from ..conftest import DPO_STEPS, FULL_STEPS, REFERENCE_STEPS, Scenario, load_recipe, unify, write_recipe
+from ..conftest import (
+    DPO_STEPS,
+    FULL_STEPS,
+    PAIR_METHOD_STEPS,
+    REFERENCE_STEPS,
+    Scenario,
+    load_recipe,
+    unify,
+    write_recipe,
+)
 
 BACKENDS = ("peft", "swift", "unsloth")
 STEPS = 20
@@ -163,6 +172,36 @@ def test_dpo_preference_pairs(dpo_runs):
     assert len(rewards["peft"]) == 2 * DPO_STEPS
     for backend in ("swift", "unsloth"):
         assert rewards[backend] == pytest.approx(rewards["peft"], abs=1e-5), backend
+
+
+def logged(run_folder: str, keys: tuple[str, ...]) -> list[float]:
+    rows = [json.loads(line) for line in (Path(run_folder) / "metrics.jsonl").read_text().splitlines()]
+    return [r[key] for r in rows if r.get("loss") is not None for key in keys]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    ("scenario", "keys"),
+    [
+        ("orpo_runs", ("nll_loss", "log_odds_ratio", "rewards/margins")),
+        ("simpo_runs", ("nll_loss", "rewards/chosen", "rewards/margins")),
+    ],
+)
+def test_reference_free_preference_methods(scenario, keys, request):
+    """ORPO and SimPO (trl's ORPO / CPO trainers on peft and unsloth, ms-swift's on swift): the same pair tokens,
+    losses and method terms on every backend. Measured: bit-identical losses peft vs swift; unsloth within
+    rounding. ORPO's NLL covers the answer tokens only on every backend (trl's own counts the prompt too)."""
+    runs = request.getfixturevalue(scenario)
+    parity_of(runs, swift_final_atol=1e-5, steps=PAIR_METHOD_STEPS)
+    values = {run["backend"]: logged(run["folder"], keys) for run in runs.report["runs"]}
+    assert len(values["peft"]) == len(keys) * PAIR_METHOD_STEPS
+    assert all(value != 0 for value in values["peft"]), values["peft"]  # every term is really computed
+    for backend in ("swift", "unsloth"):
+        assert values[backend] == pytest.approx(values["peft"], rel=1e-5, abs=1e-6), backend
+    losses = logged(runs.report["runs"][0]["folder"], ("loss",))
+    assert losses[-1] < losses[0], losses  # it learns the pairs
+    tokens = {run["backend"]: logged(run["folder"], ("tokens_seen",)) for run in runs.report["runs"]}
+    assert tokens["peft"] == tokens["swift"] and tokens["peft"][0] > 0  # the padded chosen + rejected batch
 
 
 @pytest.mark.slow

@@ -9,13 +9,11 @@ import random
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 
+from .. import methods as method_table
 from ..errors import UserError
 from ..spec import DataSource, JobSpec
 from .formats import KIND_OF_FORMAT, RowError, detect_format, to_canonical
 from .readers import is_local, read_rows
-
-KIND_FOR_METHOD = {"sft": ("chat", "text"), "dpo": ("preference",)}
-
 
 MAX_EPOCHS_IN_FILE = 100  # beyond this the trainer repeats the file (in the same order every time)
 LARGE_ROW_BYTES = 4 * 2**20
@@ -175,7 +173,7 @@ def planned_data_kind(spec: JobSpec) -> str:
             kinds.add(KIND_OF_FORMAT[fmt])
     if len(kinds) == 1:
         return kinds.pop()
-    return KIND_FOR_METHOD[spec.training.method][0]
+    return method_table.method(spec.training.method).data_kinds[0]
 
 
 @contextlib.contextmanager
@@ -265,7 +263,7 @@ def _rename_columns(row: dict, columns: dict[str, str]) -> dict:
 
 def _single_kind(kinds: set[str], spec: JobSpec) -> str:
     method = spec.training.method
-    allowed = KIND_FOR_METHOD[method]
+    allowed = method_table.method(method).data_kinds
     if len(kinds) > 1:
         raise UserError(
             f"data: sources mix {' and '.join(sorted(kinds))} rows; one job trains on one kind",
@@ -276,8 +274,6 @@ def _single_kind(kinds: set[str], spec: JobSpec) -> str:
         expected = " or ".join(allowed)
         raise UserError(
             f"training.method '{method}' needs {expected} data, but the sources hold {kind} rows",
-            hint="use preference pairs (prompt/chosen/rejected) for dpo"
-            if method == "dpo"
-            else "use chat or text rows for sft",
+            hint=method_table.method(method).data_hint,
         )
     return kind

@@ -8,7 +8,7 @@ from .loading import apply_overrides, load_spec, spec_from_dict
 from .model import ModelSpec
 from .output import OutputSpec
 from .quantization import QuantizationSpec
-from .training import DPOSpec, TrainingSpec
+from .training import DPOSpec, ORPOSpec, SimPOSpec, TrainingSpec, TrainingSpecBase
 
 __all__ = [
     "AdapterSpec",
@@ -18,9 +18,12 @@ __all__ = [
     "DataSpec",
     "JobSpec",
     "ModelSpec",
+    "ORPOSpec",
     "OutputSpec",
     "QuantizationSpec",
+    "SimPOSpec",
     "TrainingSpec",
+    "TrainingSpecBase",
     "apply_overrides",
     "load_spec",
     "spec_from_dict",

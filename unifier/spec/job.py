@@ -15,7 +15,7 @@ from .evaluation import EvalSpec
 from .model import ModelSpec
 from .output import OutputSpec
 from .quantization import QuantizationSpec
-from .training import TrainingSpec
+from .training import SFTTraining, TrainingSpec
 
 
 def _backend_enum(schema: dict) -> None:
@@ -34,7 +34,7 @@ class JobSpec(Section):
         default_factory=QuantizationSpec, description="Storage of frozen weights."
     )
     data: DataSpec = Field(description="Training and evaluation data.")
-    training: TrainingSpec = Field(default_factory=TrainingSpec, description="Optimisation settings.")
+    training: TrainingSpec = Field(default_factory=SFTTraining, description="Optimisation settings.")
     compute: ComputeSpec = Field(default_factory=ComputeSpec, description="Devices and processes.")
     output: OutputSpec = Field(default_factory=OutputSpec, description="Run folder.")
     eval: EvalSpec = Field(default_factory=EvalSpec, description="Evaluation when training ends.")

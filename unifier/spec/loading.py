@@ -145,7 +145,7 @@ def format_validation_error(exc: ValidationError, source: str) -> str:
         f"{source}: the recipe is not valid ({exc.error_count()} problem{'s' if exc.error_count() > 1 else ''}):"
     ]
     for err in exc.errors():
-        loc = ".".join(str(p) for p in err["loc"]) or "(top level)"
+        loc = ".".join(str(p) for p in _without_union_tags(err["loc"])) or "(top level)"
         msg = err["msg"].removeprefix("Value error, ")
         if err["type"] == "missing":
             msg = "required, but missing"
@@ -153,6 +153,15 @@ def format_validation_error(exc: ValidationError, source: str) -> str:
             msg += f" (got {err['input']!r})"
         lines.append(f"  {loc}: {msg}")
     return "\n".join(lines)
+
+
+def _without_union_tags(loc: tuple) -> tuple:
+    """pydantic names the chosen variant of `training` (its method) in the location: the recipe has no such key."""
+    from ..methods import METHODS
+
+    if len(loc) >= 2 and loc[0] == "training" and loc[1] in METHODS:
+        return (loc[0], *loc[2:])
+    return loc
 
 
 def _absolute(path: Path) -> str:

@@ -1,11 +1,17 @@
-"""`training:` the optimisation: method, schedule, batch and checkpointing."""
+"""`training:` the optimisation: method, schedule, batch and checkpointing.
+
+`training` is one section per method (discriminated on `method`, default sft): the settings every method
+shares, plus the method's own options section (`dpo:`, `orpo:`, `simpo:`). Which methods exist, their data
+and their trainers: unifier/methods.py. Every option below is passed explicitly to every backend, including
+where the backends' own defaults disagree (each description names the default it overrides)."""
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Annotated, Any, Literal, Union
 
-from pydantic import Field, model_validator
+from pydantic import Discriminator, Field, Tag, model_validator
 
+from .. import methods as method_table
 from .base import Section
 
 
@@ -14,10 +20,37 @@ class DPOSpec(Section):
     loss_type: Literal["sigmoid", "ipo", "hinge"] = Field("sigmoid", description="DPO loss variant.")
 
 
-class TrainingSpec(Section):
-    method: Literal["sft", "dpo"] = Field(
-        "sft", description="sft: supervised fine-tuning; dpo: preference optimisation."
+class ORPOSpec(Section):
+    beta: float = Field(
+        0.1,
+        gt=0,
+        description="Weight of the odds-ratio term beside the chosen answer's NLL (the paper's lambda; trl's and "
+        "ms-swift's beta, both 0.1). The NLL covers the answer tokens only, as in the paper and ms-swift (trl's "
+        "own ORPO also counts the prompt tokens).",
     )
+
+
+class SimPOSpec(Section):
+    beta: float = Field(
+        2.0,
+        gt=0,
+        description="Reward scale of the length-normalised log-probabilities (the paper's beta, 2.0-2.5; "
+        "ms-swift's default 2.0, trl's CPO default 0.1).",
+    )
+    gamma: float = Field(
+        1.0,
+        ge=0,
+        description="Target reward margin (the paper's gamma; trl's simpo_gamma default 0.5, ms-swift's 1.0).",
+    )
+    nll_weight: float = Field(
+        0.0,
+        ge=0,
+        description="Weight of an NLL term on the chosen answer (trl's and ms-swift's cpo_alpha, both 1.0 by "
+        "default, which makes it CPO-SimPO); 0 is the paper's SimPO.",
+    )
+
+
+class TrainingSpecBase(Section):
     epochs: float = Field(
         1.0,
         gt=0,
@@ -72,7 +105,20 @@ class TrainingSpec(Section):
         "complete). null keeps every checkpoint.",
     )
     eval_steps: int | None = Field(None, gt=0, description="Evaluate every N steps (needs eval data).")
-    dpo: DPOSpec = Field(default_factory=DPOSpec, description="DPO settings (used when method is dpo).")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _options_of_another_method(cls, data: Any) -> Any:
+        """`dpo:` under `method: sft` (or no method) names the method it belongs to, not a spelling."""
+        if isinstance(data, dict):
+            chosen = data.get("method", "sft")
+            for key in data:
+                if key in method_table.METHODS and key != chosen and key not in cls.model_fields:
+                    raise ValueError(
+                        f"'{key}' holds the options of method {key}, but training.method is {chosen!r}; "
+                        f"set training.method: {key}, or drop the {key} section"
+                    )
+        return data
 
     @model_validator(mode="after")
     def _min_lr_ratio_needs_cosine(self):
@@ -89,3 +135,47 @@ class TrainingSpec(Section):
         if self.lr_scheduler == "cosine" and self.min_lr_ratio:
             return "cosine_with_min_lr", {"min_lr_rate": self.min_lr_ratio}
         return self.lr_scheduler, None
+
+
+class SFTTraining(TrainingSpecBase):
+    method: Literal["sft"] = Field("sft", description=method_table.method("sft").summary)
+
+
+class DPOTraining(TrainingSpecBase):
+    method: Literal["dpo"] = Field(description=method_table.method("dpo").summary)
+    dpo: DPOSpec = Field(default_factory=DPOSpec, description="DPO settings.")
+
+
+class ORPOTraining(TrainingSpecBase):
+    method: Literal["orpo"] = Field(description=method_table.method("orpo").summary)
+    orpo: ORPOSpec = Field(default_factory=ORPOSpec, description="ORPO settings.")
+
+
+class SimPOTraining(TrainingSpecBase):
+    method: Literal["simpo"] = Field(description=method_table.method("simpo").summary)
+    simpo: SimPOSpec = Field(default_factory=SimPOSpec, description="SimPO settings.")
+
+
+VARIANTS: dict[str, type[TrainingSpecBase]] = {
+    "sft": SFTTraining,
+    "dpo": DPOTraining,
+    "orpo": ORPOTraining,
+    "simpo": SimPOTraining,
+}
+assert set(VARIANTS) == set(method_table.METHODS), "every method in unifier/methods.py has a training section"
+
+
+def _method_of(value: Any) -> Any:
+    if isinstance(value, dict):
+        return value.get("method", "sft")
+    return getattr(value, "method", "sft")
+
+
+TrainingSpec = Annotated[
+    Union[tuple(Annotated[variant, Tag(name)] for name, variant in VARIANTS.items())],  # noqa: UP007
+    Discriminator(
+        _method_of,
+        custom_error_type="unknown_method",
+        custom_error_message=f"training.method: expected one of {', '.join(VARIANTS)}",
+    ),
+]
