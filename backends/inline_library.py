@@ -33,6 +33,8 @@ def load_data(config):
     files = {"train": paths["train_file"]}
     if config["eval"]:
         files["eval"] = paths["eval_file"]
+    if config["data_kind"] == "prompt":
+        return tuple(prompt_rows(files[split]) if split in files else None for split in ("train", "eval"))
     columns = (
         ("prompt_ids", "chosen_ids", "rejected_ids")
         if config["data_kind"] == "preference"
@@ -41,6 +43,150 @@ def load_data(config):
     features = Features({name: Sequence(Value("int32")) for name in columns})
     data = load_dataset("json", data_files=files, features=features)
     return data["train"], data.get("eval")
+
+
+def prompt_rows(path):
+    """GRPO prompts: the messages (for the reward functions), unifier's prompt tokens (what the model generates
+    from) and the row's other columns by name (what the reward functions compare with)."""
+    import json
+
+    from datasets import Dataset
+
+    with open(path, encoding="utf-8") as handle:
+        rows = [json.loads(line) for line in handle if line.strip()]
+    return Dataset.from_list(
+        [{"prompt": row["prompt"], "prompt_ids": row["prompt_ids"], **row["columns"]} for row in rows]
+    )
+
+
+def final_answer(text):
+    """A completion's final answer: its last <answer>...</answer> block, else its last \\boxed{...}, else its last
+    number, else its last non-empty line."""
+    import re
+
+    for pattern in (r"<answer>(.*?)</answer>", r"\\boxed\{([^{}]*)\}", r"-?\d+(?:[.,]\d+)?"):
+        found = re.findall(pattern, text, re.S)
+        if found:
+            return found[-1]
+    lines = [line for line in text.strip().splitlines() if line.strip()]
+    return lines[-1] if lines else ""
+
+
+def _normal_answer(value):
+    return str(value).strip().rstrip(".").strip().lower()
+
+
+def reward_exact_answer(prompts, completions, lengths, columns, max_completion_length):
+    if "answer" not in columns:
+        raise KeyError(
+            "the exact_answer reward compares with each row's 'answer' column, and the rows have none"
+        )
+    return [
+        float(_normal_answer(final_answer(text)) == _normal_answer(answer))
+        for text, answer in zip(completions, columns["answer"])
+    ]
+
+
+def reward_format(prompts, completions, lengths, columns, max_completion_length):
+    import re
+
+    def well_formed(text):
+        return bool(
+            re.match(r"\s*<think>.*?</think>\s*\S", text, re.S)
+            or re.search(r"<answer>.*?</answer>", text, re.S)
+        )
+
+    return [float(well_formed(text)) for text in completions]
+
+
+def reward_length(prompts, completions, lengths, columns, max_completion_length):
+    return [1.0 - min(n, max_completion_length) / max_completion_length for n in lengths]
+
+
+BUILTIN_REWARDS = {"exact_answer": reward_exact_answer, "format": reward_format, "length": reward_length}
+
+
+def load_rewards(entries, max_completion_length):
+    """training.grpo.rewards -> [(name, score)], score(prompts, completions, completion_lengths, columns) giving
+    one float per completion: the built-ins, or the user's function from its file (imported here, once), called
+    as function(prompts=, completions=, **columns). Every backend calls the same scores."""
+    import importlib.util
+    import math
+    import os
+
+    loaded = []
+    for entry in entries:
+        if "builtin" in entry:
+            name, builtin = entry["builtin"], BUILTIN_REWARDS[entry["builtin"]]
+            loaded.append((name, _bound_builtin(builtin, max_completion_length)))
+            continue
+        path, function = entry["file"], entry["function"]
+        module_name = "unifier_reward_" + os.path.splitext(os.path.basename(path))[0]
+        spec = importlib.util.spec_from_file_location(module_name, path)
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+        user = getattr(module, function)
+
+        def score(prompts, completions, lengths, columns, user=user, where=f"{path}:{function}"):
+            try:
+                values = list(user(prompts=prompts, completions=completions, **columns))
+            except Exception as exc:
+                raise RuntimeError(f"reward function {where} raised {type(exc).__name__}: {exc}") from exc
+            if len(values) != len(completions):
+                raise ValueError(
+                    f"reward function {where} returned {len(values)} values for {len(completions)} completions"
+                )
+            for value in values:
+                if value is not None and (
+                    isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value)
+                ):
+                    raise ValueError(
+                        f"reward function {where} returned {value!r}: expected a finite number or None"
+                    )
+            return values
+
+        loaded.append((function, score))
+    return loaded
+
+
+def _bound_builtin(builtin, max_completion_length):
+    def score(prompts, completions, lengths, columns):
+        return builtin(prompts, completions, lengths, columns, max_completion_length)
+
+    return score
+
+
+def trl_reward_functions(config, columns):
+    """The rewards as trl's GRPOTrainer calls them: completions arrive as assistant messages, the row columns
+    as keyword lists; each function is named after its reward (metrics: rewards/<name>/mean)."""
+    functions = []
+    for name, score in load_rewards(config["rewards"], config["trainer_args"]["max_completion_length"]):
+
+        def reward(prompts, completions, completion_ids=None, score=score, **kwargs):
+            texts = [c[-1]["content"] if isinstance(c, list) else c for c in completions]
+            lengths = [len(ids) for ids in completion_ids]
+            return score(prompts, texts, lengths, {key: kwargs[key] for key in columns if key in kwargs})
+
+        reward.__name__ = name
+        functions.append(reward)
+    return functions
+
+
+def pretokenized_grpo_trainer(base):
+    """trl's GRPOTrainer generating from unifier's prompt tokens (the row's prompt_ids) instead of rendering the
+    prompt with the tokenizer's template; sampling, rewards, advantages and loss untouched."""
+
+    class PreTokenizedGRPOTrainer(base):
+        def _generate_and_score_completions(self, inputs):
+            self._unifier_prompt_ids = [list(row["prompt_ids"]) for row in inputs]
+            return super()._generate_and_score_completions(inputs)
+
+        def _tokenize_prompts(self, prompts):
+            if len(self._unifier_prompt_ids) != len(prompts):
+                raise AssertionError("prompt tokens and prompts are out of step")
+            return self._unifier_prompt_ids, None, {}
+
+    return PreTokenizedGRPOTrainer
 
 
 def pretokenized_dpo_trainer():
@@ -130,6 +276,8 @@ def trainer_class(config):
     base = trl_class(config["trainer_classes"]["trainer"])
     if method in ("orpo", "simpo"):
         return pretokenized_pair_trainer(base, nll_on_answer=method == "orpo")
+    if method == "grpo":
+        return pretokenized_grpo_trainer(base)
     return base
 
 
@@ -141,7 +289,12 @@ def build_trainer(config, model, tokenizer, train, evaluation, callbacks):
     )  # output.report_to: the trackers write into the run folder's logs/
     keep_cpu_4bit_trainable(model)
     adapter_weights = float32_adapter_weights(model)
+    extra = {}
+    if config["method"] == "grpo":
+        columns = [name for name in train.column_names if name not in ("prompt", "prompt_ids")]
+        extra["reward_funcs"] = trl_reward_functions(config, columns)
     trainer = trainer_class(config)(
+        **extra,
         model=model,
         args=trl_class(config["trainer_classes"]["config"])(**config["trainer_args"]),
         train_dataset=train,

@@ -39,6 +39,10 @@ def _token_fields(batch) -> dict:
     or each trainer's own preference layout (trl: prompt_/chosen_/rejected_input_ids)."""
     import torch
 
+    if isinstance(batch, list):  # GRPO: the rows themselves; the trainer generates from their prompt tokens
+        row = batch[0] if batch else {}
+        ids = row.get("prompt_ids") or (row.get("chat_template_kwargs") or {}).get("unifier_input_ids")
+        return {"prompt_ids": list(ids)} if ids is not None else {}
     return {
         key: value[0].tolist()
         for key, value in batch.items()

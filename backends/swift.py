@@ -80,7 +80,7 @@ class SwiftBackend(Backend):
     requires = ("torch", "transformers", "peft", "trl", "swift")
     option_groups = None  # backend_options.swift: raw `--key value` flags
     capabilities = Capabilities(
-        methods=("sft", "dpo", "orpo", "simpo"),
+        methods=("sft", "dpo", "orpo", "simpo", "grpo"),
         strategies=("ddp", "zero2", "zero2_offload", "zero3", "zero3_offload", "fsdp2"),
         multi_node=True,
         packing="GPU only",
@@ -205,7 +205,8 @@ class SwiftBackend(Backend):
             ("--dataset_num_proc", 1),
             ("--load_from_cache_file", False),
             ("--dataloader_num_workers", 0),
-            ("--truncation_strategy", "right"),
+            # GRPO: ms-swift refuses right truncation; unifier's prompts fit max_seq_length, nothing is cut
+            ("--truncation_strategy", "delete" if ctx.spec.training.method == "grpo" else "right"),
             (
                 "--remove_unused_columns",
                 False,
@@ -262,7 +263,41 @@ class SwiftBackend(Backend):
                 ("--loss_type", "simpo"),
                 ("--label_smoothing", 0.0),
             ]
+        elif t.method == "grpo":
+            return self._grpo_flags(ctx, flags)
         return {"argv": argv_of(flags)}
+
+    def _grpo_flags(self, ctx: PlanContext, flags: list[tuple[str, Any]]) -> dict[str, Any]:
+        """GRPO: every sampling and loss setting passed (ms-swift's own: temperature 0.9, beta 0.04, loss grpo,
+        512 completion tokens); the rewards are unifier's, registered by the plugin under their own names from
+        UNIFIER_GRPO_REWARDS, so metrics.jsonl has rewards/<name>/mean on every backend."""
+        t = ctx.spec.training
+        g = t.grpo
+        entries = trl_config.reward_entries(ctx)
+        flags += [
+            ("--reward_funcs", [entry.get("builtin") or entry["function"] for entry in entries]),
+            *([("--reward_weights", list(g.reward_weights))] if g.reward_weights else []),
+            ("--num_generations", g.num_generations),
+            ("--max_completion_length", g.max_completion_length),
+            ("--temperature", g.temperature),
+            ("--top_p", g.top_p),
+            ("--top_k", -1),
+            ("--repetition_penalty", 1.0),
+            ("--beta", g.beta),
+            ("--loss_type", g.loss_type),
+            ("--scale_rewards", g.scale_rewards),
+            ("--epsilon", g.epsilon),
+            ("--num_iterations", 1),
+            ("--steps_per_generation", t.gradient_accumulation_steps),
+            ("--use_vllm", False),
+            ("--log_completions", False),
+        ]
+        rewards = {
+            "rewards": entries,
+            "max_completion_length": g.max_completion_length,
+            "tokenizer": ctx.model.location,
+        }
+        return {"argv": argv_of(flags), "env": {"UNIFIER_GRPO_REWARDS": json.dumps(rewards)}}
 
     def translate_compute(self, ctx: PlanContext) -> dict[str, Any]:
         c, dtype = ctx.spec.compute, ctx.spec.model.dtype
@@ -525,7 +560,17 @@ def swift_row(row: dict, tokens: dict) -> dict:
     """One canonical row in ms-swift's standard format (messages / rejected_messages, which its dataset loader
     checks) with the encoder's tokens: unifier_input_ids / unifier_labels (and rejected_... for a preference
     pair, which ms-swift hands to the rejected side), what the plugin's template returns as the encoding."""
-    if "chosen" in row:
+    if (
+        "columns" in row
+    ):  # a GRPO prompt: ms-swift generates from unifier's prompt tokens (the plugin's template)
+        view = {
+            "messages": row["prompt"],
+            # ms-swift's GRPO gives its template only the messages, standard fields and chat_template_kwargs
+            "chat_template_kwargs": {"unifier_input_ids": tokens["prompt_ids"]},
+            "unifier_columns": sorted(row["columns"]),
+            **row["columns"],
+        }
+    elif "chosen" in row:
         prompt = tokens["prompt_ids"]
         view = {
             "messages": row["prompt"] + row["chosen"],

@@ -116,7 +116,19 @@ def register_tokens_template():
     class GivenTokens(Template):
         def _encode(self, inputs):
             extra = inputs.extra_kwargs
+            prompt = (getattr(inputs, "chat_template_kwargs", None) or {}).get("unifier_input_ids")
+            if prompt is not None:  # a GRPO prompt: generation, or the prompt + its sampled answer
+                return self._prompt_encoding(list(prompt), inputs.messages)
             if "unifier_input_ids" not in extra:
+                if os.environ.get("UNIFIER_GRPO_REWARDS") and all(
+                    m["role"] != "assistant" for m in inputs.messages
+                ):
+                    # ms-swift's GRPO re-encodes bare prompt messages only to print them in its rollout log
+                    text = "\n".join(str(m.get("content") or "") for m in inputs.messages)
+                    return {
+                        "input_ids": self.tokenizer.encode(text, add_special_tokens=False),
+                        "labels": None,
+                    }
                 raise ValueError(
                     "the row carries no unifier_input_ids: ms-swift must read unifier's data view"
                 )
@@ -124,6 +136,24 @@ def register_tokens_template():
             if labels:
                 labels[0] = -100  # as ms-swift's own encoding (the first token is never predicted)
             return {"input_ids": list(extra["unifier_input_ids"]), "labels": labels, "loss_scale": None}
+
+        @staticmethod
+        def _prompt_encoding(prompt, messages):
+            """ms-swift hands the sampled answer back as token ids in the last assistant turn (its
+            replace_assistant_response_with_ids): the prompt's tokens + those, loss on the answer only."""
+            last = messages[-1] if messages else {}
+            answer = last.get("content") if last.get("role") == "assistant" else None
+            if isinstance(answer, dict):
+                answer = answer.get("input_ids")
+            if isinstance(answer, list) and all(isinstance(token, int) for token in answer):
+                return {
+                    "input_ids": prompt + answer,
+                    "labels": [-100] * len(prompt) + answer,
+                    "loss_scale": None,
+                }
+            if answer:
+                raise ValueError("a GRPO answer reached the template as text, not as the sampled token ids")
+            return {"input_ids": prompt, "labels": None, "loss_scale": None}
 
     register_template(
         TemplateMeta(
@@ -138,6 +168,46 @@ def register_tokens_template():
     )
 
 
+def register_rewards():
+    """GRPO: unifier's reward functions (UNIFIER_GRPO_REWARDS, from the plan) as ms-swift reward classes named
+    after each reward, called with what the other backends give them: the prompt messages, the completions
+    decoded from their sampled tokens as trl decodes them, and the rows' columns."""
+    raw = os.environ.get("UNIFIER_GRPO_REWARDS")
+    if not raw:
+        return
+    from swift.rewards import ORM, orms
+    from unifier.backends.inline_library import load_rewards
+
+    config = json.loads(raw)
+    tokenizers = []
+
+    def decode(ids):
+        if not tokenizers:
+            from transformers import AutoTokenizer
+
+            trust = os.environ.get("UNIFIER_TRUST_REMOTE_CODE", "false") == "true"
+            tokenizers.append(AutoTokenizer.from_pretrained(config["tokenizer"], trust_remote_code=trust))
+        return tokenizers[0].batch_decode(ids, skip_special_tokens=True)
+
+    def reward_class(name, score):
+        def __call__(self, completions, **kwargs):
+            ids = kwargs.get("response_token_ids")
+            if not ids or any(not isinstance(answer, list) for answer in ids):
+                raise ValueError("ms-swift passed no sampled token ids to the reward functions")
+            prompts = [
+                messages[:-1] if messages and messages[-1]["role"] == "assistant" else messages
+                for messages in kwargs["messages"]
+            ]
+            names = kwargs.get("unifier_columns") or [[]]
+            columns = {key: kwargs[key] for key in names[0] if key in kwargs}
+            return score(prompts, decode(ids), [len(answer) for answer in ids], columns)
+
+        return type(name, (ORM,), {"__call__": __call__})
+
+    for name, score in load_rewards(config["rewards"], config["max_completion_length"]):
+        orms[name] = reward_class(name, score)
+
+
 def install():
     if os.environ.get("UNIFIER_TRUST_REMOTE_CODE", "false") != "true":
         from unifier.backends.remote_code import forbid_remote_code
@@ -149,6 +219,7 @@ def install():
         install_worker_handlers()
         accept_indexed_cpu_locations()
     register_tokens_template()
+    register_rewards()
     callbacks_map.update(
         {
             "unifier_metrics": swift_callback(

@@ -34,7 +34,12 @@ def model_section(ctx: PlanContext) -> dict[str, Any]:
         "trust_remote_code": m.trust_remote_code,
         "dtype": m.dtype,
         "chat_template_file": chat_template_file(ctx),
-        "trainer_args": {"max_length": m.max_seq_length},
+        # GRPO bounds prompt + completion itself (grpo.max_completion_length; unifier checks the prompts)
+        **(
+            {"trainer_args": {"max_length": m.max_seq_length}}
+            if method_table.method(ctx.spec.training.method).trl_max_length
+            else {}
+        ),
     }
 
 
@@ -81,6 +86,8 @@ def data_section(ctx: PlanContext) -> dict[str, Any]:
         "train_sampling_strategy": "sequential",  # unifier shuffled the file already
         "dataloader_num_workers": 0,
     }
+    if method == "grpo":
+        args["shuffle_dataset"] = False  # unifier shuffled the file already
     if method == "sft":
         args.update(
             {
@@ -138,13 +145,45 @@ def method_section(ctx: PlanContext) -> dict[str, Any]:
             "cpo_alpha": t.simpo.nll_weight,
             "label_smoothing": 0.0,
         }
-    if t.method in ("orpo", "simpo"):
+    elif t.method == "grpo":
+        g = t.grpo
+        args = {
+            "num_generations": g.num_generations,
+            "max_completion_length": g.max_completion_length,
+            "temperature": g.temperature,
+            "top_p": g.top_p,
+            "top_k": 0,
+            "repetition_penalty": 1.0,
+            "beta": g.beta,
+            "loss_type": g.loss_type,
+            "scale_rewards": g.scale_rewards,
+            "epsilon": g.epsilon,
+            "num_iterations": 1,
+            "steps_per_generation": t.gradient_accumulation_steps,
+            "mask_truncated_completions": False,
+            "reward_weights": list(g.reward_weights) if g.reward_weights else None,
+            "use_vllm": False,  # CPU and the tests generate with transformers; vLLM is a GPU option (not yet)
+            "log_completions": False,
+            "remove_unused_columns": False,  # the rows' prompt_ids and reward columns reach the trainer
+        }
+    if t.method in ("orpo", "simpo", "grpo"):
         args["disable_dropout"] = True  # trl's default, which ms-swift keeps too (it has no flag for it)
     fragment: dict[str, Any] = {
         "method": t.method,
+        **({"rewards": reward_entries(ctx)} if t.method == "grpo" else {}),
         "trainer_classes": {"config": entry.trl_config_import, "trainer": entry.trl_trainer},
     }
     return {**fragment, "trainer_args": args} if args else fragment
+
+
+def reward_entries(ctx: PlanContext) -> list[dict[str, Any]]:
+    """training.grpo.rewards as the training program loads them: a built-in by name, or a file and a function
+    (already resolved to an absolute path by spec loading), with the row columns they receive."""
+    entries: list[dict[str, Any]] = []
+    for name in ctx.spec.training.grpo.rewards:
+        file, _, function = name.rpartition(":")
+        entries.append({"file": file, "function": function} if file else {"builtin": name})
+    return entries
 
 
 def compute_section(ctx: PlanContext) -> dict[str, Any]:

@@ -13,6 +13,7 @@ import os
 from pathlib import Path
 from typing import Any, ClassVar
 
+from unifier import methods as method_table
 from unifier.builtin import cache_root
 from unifier.errors import UserError
 from unifier.spec import JobSpec
@@ -38,7 +39,7 @@ class UnslothBackend(TrlBackend):
     script_name = "train_unsloth.py"
     capabilities = Capabilities(
         quant_bits=(4,),
-        methods=("sft", "dpo", "orpo", "simpo"),
+        methods=("sft", "dpo", "orpo", "simpo", "grpo"),
         strategies=("ddp",),
         max_processes=1,
         dora=False,
@@ -69,6 +70,12 @@ class UnslothBackend(TrlBackend):
             )
         if spec.training.method == "dpo" and spec.adapter.type == "full":
             problems.append("DPO with full fine-tuning is not supported by the unsloth backend here")
+        if spec.training.method == "grpo" and not trains_on_cpu(spec, here):
+            problems.append(
+                "grpo on a GPU: unsloth replaces trl's GRPOTrainer with its own generated one there (PatchFastRL), "
+                "which is not verified to generate from unifier's prompt tokens; use --backend peft or swift (on "
+                "CPU unsloth runs trl's trainer, and its runs equal peft's)"
+            )
         return problems
 
     def option_names(self, spec, group):
@@ -100,7 +107,11 @@ class UnslothBackend(TrlBackend):
                 "revision": m.revision,
                 "use_exact_model_name": True,
             },
-            "trainer_args": {"max_length": m.max_seq_length},
+            **(
+                {"trainer_args": {"max_length": m.max_seq_length}}
+                if method_table.method(ctx.spec.training.method).trl_max_length
+                else {}
+            ),
         }
 
     def translate_adapter(self, ctx: PlanContext) -> dict[str, Any]:

@@ -286,6 +286,19 @@ def simpo_runs(tmp_path_factory) -> Scenario:
     return compare_scenario(tmp_path_factory, "simpo", raw)
 
 
+@pytest.fixture(scope="session")
+def grpo_runs(tmp_path_factory) -> Scenario:
+    """recipes/tiny-cpu-grpo.yaml on every backend, its own reward swapped for a recorder of what the rewards
+    are given (tests/data/grpo_recorder.py, logging under the scenario's folder)."""
+    raw = recipe_with("tiny-cpu-grpo.yaml")
+    raw["training"]["grpo"]["rewards"] = [
+        "exact_answer",
+        str(ROOT / "tests" / "data" / "grpo_recorder.py") + ":recorded",
+    ]
+    log = shared_root(tmp_path_factory) / "grpo-rewards"
+    return compare_scenario(tmp_path_factory, "grpo", raw, env={"UNIFIER_TEST_REWARD_LOG": str(log)})
+
+
 TEXT_STEPS = 20
 
 

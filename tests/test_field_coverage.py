@@ -57,6 +57,12 @@ CONTEXTS = {
         }
         for method in ("dpo", "orpo", "simpo")
     },
+    "training.grpo.": {
+        "training.method": "grpo",
+        "data.train": [{"path": "builtin:tiny-prompts"}],
+        "training.grpo": {"rewards": ["exact_answer"]},
+        "training.per_device_batch_size": 8,
+    },
     "training.eval_steps": {"data.eval_split": 0.1},
     "training.min_lr_ratio": {"training.lr_scheduler": "cosine"},
     "compute.": {"compute.nproc_per_node": 2},
@@ -81,7 +87,10 @@ VALUES = {
     "data.train[0].roles": [{"bot": "assistant"}],
     "quantization.compute_dtype": ["bfloat16"],
     "training.max_steps": [7],
-    "training.method": ["dpo", "orpo", "simpo"],  # refused on the base recipe's chat rows (they need pairs)
+    "training.method": ["dpo", "orpo", "simpo", "grpo"],
+    "training.grpo.rewards": [["format"], ["exact_answer", "length"]],
+    "training.grpo.reward_weights": [[2.0]],
+    "training.grpo.num_generations": [2, 8],  # refused on the base recipe's chat rows (they need pairs)
     "training.save_steps": [5, None],
     "training.eval_steps": [3],
     "data.eval_split": [0.1],

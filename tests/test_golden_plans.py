@@ -63,6 +63,12 @@ CASES = {
         "compute.device": "cuda",
         "model.dtype": "bfloat16",
     },
+    "grpo-own-reward": {
+        "training.method": "grpo",
+        "data.train": [{"path": "builtin:tiny-prompts"}],
+        "training.grpo": {"rewards": ["exact_answer", "format"], "reward_weights": [1.0, 0.5], "beta": 0.04},
+        "training.per_device_batch_size": 8,
+    },
     "full-text-checkpointing": {
         "adapter.type": "full",
         "data.train": [{"path": str(TEXT), "format": "text"}],

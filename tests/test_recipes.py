@@ -64,7 +64,10 @@ def assert_carries_the_recipe(spec, the_plan) -> None:
     config = the_plan.program.config
     assert config_value(config, "trainer_args.learning_rate") == t.learning_rate
     assert config_value(config, "trainer_args.gradient_accumulation_steps") == t.gradient_accumulation_steps
-    assert config_value(config, "trainer_args.max_length") == m.max_seq_length
+    if t.method == "grpo":  # GRPO's trl config bounds completions itself
+        assert config_value(config, "trainer_args.max_completion_length") == t.grpo.max_completion_length
+    else:
+        assert config_value(config, "trainer_args.max_length") == m.max_seq_length
     assert config["dtype"] == m.dtype
     if a.type != "full":
         assert config["lora"]["r"] == a.r and config["lora"]["lora_alpha"] == a.alpha

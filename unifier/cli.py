@@ -273,12 +273,23 @@ def validate(
             per_step = f"batch {t.per_device_batch_size} x accumulation {t.gradient_accumulation_steps}"
             if spec.compute.world_size > 1:
                 per_step += f" x {spec.compute.world_size} processes"
-            out.print(
-                f"  trained tokens: {stats.trained_tokens} per pass; {stats.steps_per_epoch} optimizer steps per "
-                f"pass at {per_step}; padding {stats.padding_fraction:.0%} unpacked, "
-                f"{stats.packed_padding_fraction:.0%} packed",
-                highlight=False,
-            )
+            if (
+                data.kind == "prompt"
+            ):  # GRPO: nothing in the rows is trained on; the model answers each prompt
+                g = t.grpo
+                out.print(
+                    f"  prompts: {stats.rows} per pass, each answered {g.num_generations} times (up to "
+                    f"{g.max_completion_length} tokens); {stats.steps_per_epoch} optimizer steps per pass at {per_step} "
+                    "completions",
+                    highlight=False,
+                )
+            else:
+                out.print(
+                    f"  trained tokens: {stats.trained_tokens} per pass; {stats.steps_per_epoch} optimizer steps "
+                    f"per pass at {per_step}; padding {stats.padding_fraction:.0%} unpacked, "
+                    f"{stats.packed_padding_fraction:.0%} packed",
+                    highlight=False,
+                )
             if stats.template:
                 out.print(f"  chat template: {stats.template}", highlight=False)
     for warning in data.warnings:

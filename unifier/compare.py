@@ -181,6 +181,8 @@ def _comparable(sample: dict) -> dict:
     (trl's DPO collator gives completion_mask where ms-swift gives labels; trl's ORPO / CPO give the chosen side
     as chosen_input_ids / chosen_labels). The first position is dropped
     from both: a causal LM never predicts the first token (trl labels it, ms-swift masks it)."""
+    if "input_ids" not in sample and "prompt_ids" in sample and "chosen_ids" not in sample:  # a GRPO prompt
+        return {"input_ids": sample["prompt_ids"]}
     if "input_ids" not in sample and "chosen_input_ids" in sample:  # trl's ORPO / CPO layout: its chosen side
         sample = {"input_ids": sample["chosen_input_ids"], "labels": sample["chosen_labels"]}
     out = {"input_ids": sample.get("input_ids")}

@@ -59,6 +59,12 @@ def evaluate(
     from .runlock import RunLock
 
     run = TrainedRun.open(run_dir)
+    if run.spec.training.method == "grpo" and not (retain or benchmarks):
+        raise UserError(
+            f"{run.folder.root}: a GRPO run has no answers to score held-out rows by (its data are prompts); "
+            "scoring the rewards on held-out prompts is not built yet",
+            hint="score what it forgot with --retain FILE (chat rows), or benchmarks with --benchmark",
+        )
     request = EvalRequest(
         _absolute(data), _absolute(retain), samples, max_new_tokens, max_retain_increase, benchmarks or {}
     )

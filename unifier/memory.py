@@ -316,6 +316,11 @@ def implied_choice(spec, estimate: MemoryEstimate) -> str:
 
 
 def method_note(entry, full: bool) -> str:
+    if entry.name == "grpo":
+        return (
+            "grpo: per_device_batch_size completions of up to max_seq_length tokens (prompt + answer) per "
+            "micro-batch, plus generation's KV cache (not counted)"
+        )
     if not entry.pairwise:
         return entry.name
     note = f"{entry.name}: chosen + rejected per pair in one batch"

@@ -28,6 +28,9 @@ class Method:
     )
     data_hint: str = ""  # how to fix data of the wrong kind
     reference_model: bool = False  # needs a frozen reference (a second copy for full fine-tuning)
+    trl_max_length: bool = (
+        True  # its trl config takes max_length (GRPO's bounds prompts + completions itself)
+    )
 
     @property
     def trl_config_import(self) -> str:
@@ -89,6 +92,19 @@ METHODS: dict[str, Method] = {
             metric_prefixes=(*PAIR_METRICS, "nll_loss"),
             eval_scores="pairs",
             data_hint="use preference pairs (prompt/chosen/rejected) for simpo",
+        ),
+        Method(
+            name="grpo",
+            summary="group relative policy optimisation: the model answers each prompt several times and "
+            "learns from reward functions, no answers in the data",
+            data_kinds=("prompt",),
+            trl_config="trl.trainer.grpo_config:GRPOConfig",
+            trl_trainer="trl:GRPOTrainer",
+            swift_rlhf_type="grpo",
+            metric_prefixes=("reward", "kl", "completions/", "frac_reward_zero_std", "entropy", "clip_ratio"),
+            eval_scores="rewards",
+            data_hint="use prompt rows for grpo ({'prompt': ..., plus columns such as 'answer' for the rewards})",
+            trl_max_length=False,
         ),
     )
 }

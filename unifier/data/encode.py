@@ -238,6 +238,8 @@ class Encoder:
             )  # fmt: skip
         if kind == "preference":
             return self._preference(row)
+        if kind == "prompt":
+            return self._prompt(row)
         ids, mask, dropped = self.chat(row["messages"], row.get("tools"))
         kept, kept_mask = ids[: self.max_len], mask[: self.max_len]
         return Encoded(
@@ -273,6 +275,16 @@ class Encoder:
             ids=prompt_ids + layout["chosen_ids"],
             mask=[0] * len(prompt_ids) + [1] * len(layout["chosen_ids"]),
         )  # fmt: skip
+
+    def _prompt(self, row: dict) -> Encoded:
+        """A GRPO prompt: its tokens up to the assistant header (the generation prompt), which every backend
+        generates from; the messages and reward columns travel beside them. `trained` counts the room left
+        for a completion within max_seq_length (0: the prompt alone fills it)."""
+        text, _ = self.render(row["prompt"], row.get("tools"), add_generation_prompt=True)
+        ids = list(self.vocabulary.encode(text).ids)
+        room = max(self.max_len - len(ids), 0)
+        layout = {"prompt_ids": ids, "prompt": row["prompt"], "columns": row["columns"]}
+        return Encoded(layout, len(ids), room, room, ids=ids, mask=[0] * len(ids))  # type: ignore[arg-type]
 
     def fingerprint(self) -> dict[str, Any]:
         """What the encoded rows depend on besides the rows (recorded beside them; resume compares it)."""

@@ -5,6 +5,8 @@ Canonical rows (what every backend trains on):
                ["tools": [...]]}
 - text:       {"text": "..."}
 - preference: {"prompt": [messages], "chosen": [messages], "rejected": [messages], ["tools": [...]]}
+- prompt:     {"prompt": [messages], "columns": {name: value...}, ["tools": [...]]} (GRPO: the model writes the
+               answer; the row's other columns reach the reward functions, e.g. a reference answer)
 
 Formats as people write them: OpenAI messages (with tools / tool_calls), sharegpt (with LLaMA-Factory's
 and ms-swift's function_call / observation turns, tools as a JSON string), alpaca (with history), raw
@@ -35,6 +37,7 @@ KIND_OF_FORMAT = {
     "messages": "chat",
     "text": "text",
     "preference": "preference",
+    "prompt": "prompt",
 }
 # the columns each format reads; any other column is refused unless the source says extra_columns: ignore
 COLUMNS = {
@@ -43,6 +46,7 @@ COLUMNS = {
     "messages": {"messages", "tools"},
     "text": {"text"},
     "preference": {"prompt", "chosen", "rejected", "conversations", "messages", "system", "tools"},
+    "prompt": None,  # every other column is passed to the reward functions
 }
 
 
@@ -62,14 +66,16 @@ def detect_format(row: dict) -> str:
         return "alpaca"
     if "text" in keys:
         return "text"
+    if "prompt" in keys:
+        return "prompt"
     raise RowError(
         f"cannot tell the format from the keys {sorted(keys)}; expected messages (OpenAI), conversations "
-        "(sharegpt), instruction+output (alpaca), text, or chosen+rejected (preference)",
+        "(sharegpt), instruction+output (alpaca), text, chosen+rejected (preference) or prompt (GRPO prompts)",
     )
 
 
 def to_canonical(fmt: str, row: dict, roles: dict[str, str], *, extra_columns: str = "error") -> dict:
-    unused = sorted(set(row) - COLUMNS[fmt])
+    unused = sorted(set(row) - COLUMNS[fmt]) if COLUMNS[fmt] is not None else []
     if unused and extra_columns != "ignore":
         raise RowError(
             f"column{'s' if len(unused) > 1 else ''} {', '.join(repr(c) for c in unused)} "
@@ -323,10 +329,43 @@ def _preference(row: dict, roles: dict[str, str]) -> dict:
     return {"prompt": prompt, "chosen": chosen, "rejected": rejected, **_tools_of(row)}
 
 
+PROMPT_KEYS = {"prompt", "system", "tools"}
+
+
+def _prompt(row: dict, roles: dict[str, str]) -> dict:
+    """A prompt for the model to answer (GRPO): text or messages ending with a user (or tool) turn; every other
+    column is kept, by name, for the reward functions."""
+    value = row.get("prompt")
+    if isinstance(value, str):
+        if not value.strip():
+            raise RowError("'prompt' is empty")
+        messages = [{"role": "user", "content": value}]
+    elif isinstance(value, list) and value and all(isinstance(m, dict) for m in value):
+        messages = (
+            _sharegpt_turns(value, roles, "prompt")
+            if any("from" in m for m in value)
+            else _message_list(value, roles, "prompt")
+        )
+    else:
+        raise RowError("'prompt' must be text or a non-empty list of messages")
+    messages = _system_of(row) + messages
+    if messages[-1]["role"] == "assistant":
+        raise RowError("'prompt' ends with an assistant turn: the model writes that turn in GRPO; drop it")
+    columns = {key: value for key, value in row.items() if key not in PROMPT_KEYS}
+    try:
+        json.dumps(columns, allow_nan=False)
+    except (TypeError, ValueError):
+        raise RowError(
+            "the columns beside 'prompt' must be JSON values (they reach the reward functions)"
+        ) from None
+    return {"prompt": messages, "columns": columns, **_tools_of(row)}
+
+
 CONVERTERS: dict[str, Callable[[dict, dict[str, str]], dict]] = {
     "alpaca": _alpaca,
     "sharegpt": _sharegpt,
     "messages": _messages,
     "text": _text,
     "preference": _preference,
+    "prompt": _prompt,
 }

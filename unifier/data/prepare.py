@@ -104,6 +104,8 @@ def epochs_in_file(spec: JobSpec, rows: int) -> int:
     t = spec.training
     if t.max_steps:
         per_step = t.per_device_batch_size * t.gradient_accumulation_steps * spec.compute.world_size
+        if t.method == "grpo":  # each prompt is answered num_generations times within a step
+            per_step = max(per_step // t.grpo.num_generations, 1)
         needed = math.ceil(t.max_steps * per_step / max(rows, 1))
     else:
         needed = math.ceil(t.epochs)
@@ -133,6 +135,8 @@ def prepare_data(spec: JobSpec, *, read_hub: bool = True, progress: bool = False
                 else:
                     eval_rows.extend(rows)
     kind = _single_kind(kinds, spec)
+    if kind == "prompt":
+        _check_reward_columns(spec, train + eval_rows)
     if data.shuffle:
         random.Random(data.seed).shuffle(train)
     if data.eval_split and train:
@@ -155,6 +159,33 @@ def prepare_data(spec: JobSpec, *, read_hub: bool = True, progress: bool = False
         seed=data.seed,
         shuffle=data.shuffle,
     )
+
+
+# names the reward functions' own arguments or ms-swift's rows already use
+RESERVED_REWARD_COLUMNS = {
+    "prompts", "completions", "completion_ids", "prompt_ids", "trainer_state", "messages", "images", "videos",
+    "audios", "objects", "label", "channel", "margin", "rejected_response", "chat_template_kwargs",
+    "response_token_ids", "request_id", "prompt_id", "finish_reason", "rollout_infos", "unifier_columns",
+}  # fmt: skip
+
+
+def _check_reward_columns(spec: JobSpec, rows: list[tuple[dict, str]]) -> None:
+    """GRPO prompts: the columns the rewards read are there, on every row, under names free to pass."""
+    needs_answer = spec.training.method == "grpo" and "exact_answer" in spec.training.grpo.rewards
+    for row, location in rows:
+        clash = sorted(set(row["columns"]) & RESERVED_REWARD_COLUMNS)
+        if clash:
+            raise UserError(
+                f"{location}: column {clash[0]!r} clashes with an argument the reward functions already get",
+                hint="rename it in the file, or map it with data.train[*].columns",
+            )
+        if needs_answer and "answer" not in row["columns"]:
+            raise UserError(
+                f"{location}: the exact_answer reward compares with an 'answer' column, and this row has none "
+                f"(its columns: {', '.join(sorted(row['columns'])) or 'none'})",
+                hint="add the reference answer as 'answer', map your column to it with columns: {answer: ...}, "
+                "or drop exact_answer from training.grpo.rewards",
+            )
 
 
 def planned_data_kind(spec: JobSpec) -> str:

@@ -221,6 +221,7 @@ def token_stats(
     world_size: int,
     epochs: float | None,
     max_steps: int | None,
+    generations: int = 1,
 ) -> TokenStats:
     lengths = [e.length for e in encoded]
     kept = [min(n, max_len) for n in lengths]
@@ -230,7 +231,9 @@ def token_stats(
         batch = kept[start : start + batch_size]
         padded += max(batch) * len(batch)
     packed_sequences = math.ceil(sum(kept) / max_len) if kept else 0
-    rows_per_step = batch_size * accumulation * world_size
+    rows_per_step = max(
+        batch_size * accumulation * world_size // generations, 1
+    )  # GRPO: a row is answered G times
     return TokenStats(
         max_seq_length=max_len,
         rows=len(encoded),
@@ -272,6 +275,7 @@ def check_trainable(
         world_size=spec.compute.world_size,
         epochs=t.epochs,
         max_steps=t.max_steps,
+        generations=t.grpo.num_generations if t.method == "grpo" else 1,
     )
     stats.template = encoder.template.source if encoder.template and data.kind != "text" else None
     lost = stats.lost_rows

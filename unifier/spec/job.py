@@ -84,4 +84,26 @@ class JobSpec(Section):
                 "eval.after_training needs something to score: set data.eval or data.eval_split (held-out rows), "
                 "or eval.retain"
             )
+        if self.training.method == "grpo":
+            self._grpo_rules()
         return self
+
+    def _grpo_rules(self) -> None:
+        t, g = self.training, self.training.grpo
+        completions = t.per_device_batch_size * self.compute.world_size * t.gradient_accumulation_steps
+        if completions % g.num_generations:
+            raise ValueError(
+                f"training: GRPO scores each prompt's {g.num_generations} completions as one group, but an optimizer "
+                f"step holds {completions} completions (per_device_batch_size {t.per_device_batch_size} x "
+                f"{self.compute.world_size} processes x gradient_accumulation_steps {t.gradient_accumulation_steps}); "
+                "make that a multiple of grpo.num_generations"
+            )
+        if g.max_completion_length >= self.model.max_seq_length:
+            raise ValueError(
+                f"training.grpo.max_completion_length {g.max_completion_length} leaves no room for the prompt within "
+                f"model.max_seq_length {self.model.max_seq_length}"
+            )
+        if self.data.packing:
+            raise ValueError(
+                "data.packing: GRPO generates its completions, there is nothing to pack; set it false"
+            )

@@ -111,7 +111,48 @@ def spec_from_dict(
         raise UserError(format_validation_error(exc, source)) from None
     if base_dir is not None:
         _resolve_relative_paths(spec, Path(base_dir))
+    if spec.training.method == "grpo":
+        _resolve_rewards(spec, Path(base_dir) if base_dir is not None else Path.cwd())
     return spec
+
+
+def _resolve_rewards(spec: JobSpec, base: Path) -> None:
+    """training.grpo.rewards: each `file.py:function` (or `module:function`, module.py) made an absolute path,
+    checked to exist and to define the function at its top level (read, not run: nothing executes before
+    training)."""
+    import ast
+
+    from .training import BUILTIN_REWARDS, REWARD_REFERENCE
+
+    resolved = []
+    for index, name in enumerate(spec.training.grpo.rewards):
+        match = REWARD_REFERENCE.match(name)
+        if name in BUILTIN_REWARDS or match is None:
+            resolved.append(name)
+            continue
+        file, function = match["file"], match["function"]
+        if not file.endswith(".py"):
+            file = file.replace(".", "/") + ".py"
+        path = Path(file) if Path(file).is_absolute() else base / file
+        where = f"training.grpo.rewards[{index}] {name!r}"
+        try:
+            tree = ast.parse(path.read_text(encoding="utf-8"), filename=str(path))
+        except FileNotFoundError:
+            raise UserError(
+                f"{where}: {path} not found", hint="relative paths resolve against the recipe's folder"
+            ) from None
+        except (OSError, UnicodeDecodeError, SyntaxError) as exc:
+            raise UserError(f"{where}: {path} is not a readable Python file ({exc})") from None
+        defined = {
+            node.name for node in tree.body if isinstance(node, ast.FunctionDef)
+        }  # called synchronously
+        if function not in defined:
+            raise UserError(
+                f"{where}: {path} defines no top-level function {function!r}"
+                + (f" (it defines {', '.join(sorted(defined))})" if defined else "")
+            )
+        resolved.append(f"{_absolute(path)}:{function}")
+    spec.training.grpo.rewards = resolved
 
 
 def apply_overrides(raw: dict[str, Any], overrides: list[str]) -> dict[str, Any]:

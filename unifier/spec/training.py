@@ -7,6 +7,7 @@ where the backends' own defaults disagree (each description names the default it
 
 from __future__ import annotations
 
+import re
 from typing import Annotated, Any, Literal, Union
 
 from pydantic import Discriminator, Field, Tag, model_validator
@@ -48,6 +49,77 @@ class SimPOSpec(Section):
         description="Weight of an NLL term on the chosen answer (trl's and ms-swift's cpo_alpha, both 1.0 by "
         "default, which makes it CPO-SimPO); 0 is the paper's SimPO.",
     )
+
+
+BUILTIN_REWARDS = {
+    "exact_answer": "1 when the completion's final answer (an <answer>...</answer> block, else \\boxed{...}, else its "
+    "last number, else its last line) equals the row's `answer` column (case and surrounding space ignored), else 0",
+    "format": "1 when the completion is <think>...</think> followed by an answer, or holds an <answer>...</answer> "
+    "block, else 0",
+    "length": "1 - completion tokens / max_completion_length (shorter answers score higher)",
+}
+REWARD_REFERENCE = re.compile(r"^(?P<file>[^:]+):(?P<function>[A-Za-z_][A-Za-z0-9_]*)$")
+
+
+class GRPOSpec(Section):
+    rewards: list[str] = Field(
+        min_length=1,
+        description="Reward functions, summed with reward_weights: built-in "
+        + "; ".join(f"{name} ({meaning})" for name, meaning in BUILTIN_REWARDS.items())
+        + "; or your own `file.py:function` (a path relative to the recipe; `module:function` means module.py "
+        "beside the recipe), called as function(prompts=[messages...], completions=[text...], **columns) with "
+        "the rows' other columns as lists, returning one float (or None) per completion. The same arguments on "
+        "every backend; loaded only when named.",
+        examples=[["exact_answer", "format"], ["rewards.py:correct"]],
+    )
+    reward_weights: list[float] | None = Field(
+        None,
+        description="One weight per reward (default: 1 each; trl and ms-swift both sum weighted rewards).",
+    )
+    num_generations: int = Field(
+        4,
+        ge=2,
+        le=1024,
+        description="Completions per prompt, scored as a group (trl's and ms-swift's default 8).",
+    )
+    max_completion_length: int = Field(
+        128, gt=0, description="Longest completion in tokens (trl's default 256, ms-swift's 512)."
+    )
+    temperature: float = Field(1.0, gt=0, le=10, description="Sampling temperature (trl 1.0, ms-swift 0.9).")
+    top_p: float = Field(1.0, gt=0, le=1, description="Nucleus sampling (1.0: off, both backends' default).")
+    beta: float = Field(
+        0.0,
+        ge=0,
+        description="KL penalty against the reference (trl's default 0.0, ms-swift's 0.04); above 0 a reference "
+        "forward runs every step (LoRA: the base, adapter off).",
+    )
+    loss_type: Literal["grpo", "dapo", "dr_grpo", "bnpo"] = Field(
+        "dapo",
+        description="How token losses are normalised: dapo (trl's default: by the active tokens of the global "
+        "batch), grpo (ms-swift's default: per sequence, then averaged), dr_grpo, bnpo.",
+    )
+    scale_rewards: Literal["group", "batch", "none"] = Field(
+        "group",
+        description="Advantages divided by the reward std of the group (both defaults), the batch, or not.",
+    )
+    epsilon: float = Field(0.2, gt=0, lt=1, description="PPO clipping range (both backends' default 0.2).")
+
+    @model_validator(mode="after")
+    def _known_rewards(self):
+        for index, name in enumerate(self.rewards):
+            if name not in BUILTIN_REWARDS and not REWARD_REFERENCE.match(name):
+                raise ValueError(
+                    f"rewards[{index}] {name!r}: expected a built-in reward ({', '.join(BUILTIN_REWARDS)}) or "
+                    "file.py:function"
+                )
+        if len(set(self.rewards)) != len(self.rewards):
+            raise ValueError("rewards: a reward is named twice (give it a weight in reward_weights instead)")
+        if self.reward_weights is not None and len(self.reward_weights) != len(self.rewards):
+            raise ValueError(
+                f"reward_weights has {len(self.reward_weights)} values for {len(self.rewards)} rewards: give one "
+                "weight per reward"
+            )
+        return self
 
 
 class TrainingSpecBase(Section):
@@ -156,11 +228,17 @@ class SimPOTraining(TrainingSpecBase):
     simpo: SimPOSpec = Field(default_factory=SimPOSpec, description="SimPO settings.")
 
 
+class GRPOTraining(TrainingSpecBase):
+    method: Literal["grpo"] = Field(description=method_table.method("grpo").summary)
+    grpo: GRPOSpec = Field(description="GRPO settings (rewards are required).")
+
+
 VARIANTS: dict[str, type[TrainingSpecBase]] = {
     "sft": SFTTraining,
     "dpo": DPOTraining,
     "orpo": ORPOTraining,
     "simpo": SimPOTraining,
+    "grpo": GRPOTraining,
 }
 assert set(VARIANTS) == set(method_table.METHODS), "every method in unifier/methods.py has a training section"
 

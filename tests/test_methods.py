@@ -1,0 +1,142 @@
+"""Training methods beyond SFT (unifier/methods.py): the method table, each method's options section, GRPO's
+prompts and reward functions, and what a new user gets wrong with them (exit 2, naming the field or file:row).
+The trainings themselves are the shared scenarios (tests/parity: orpo_runs, simpo_runs, grpo_runs)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import yaml
+
+from unifier import methods
+from unifier.spec import JobSpec
+
+from .conftest import RECIPES, load_recipe, unify
+
+
+def grpo_recipe(folder: Path, changes: dict | None = None, rows: list[dict] | None = None) -> Path:
+    raw = load_recipe("tiny-cpu-grpo.yaml")
+    raw["output"]["dir"] = str(folder / "runs" / "{name}-{backend}")
+    (folder / "tiny_rewards.py").write_text((RECIPES / "tiny_rewards.py").read_text())
+    if rows is not None:
+        data = folder / "prompts.jsonl"
+        data.write_text("".join(json.dumps(row) + "\n" for row in rows))
+        raw["data"]["train"] = [{"path": str(data)}]
+    for dotted, value in (changes or {}).items():
+        node = raw
+        *parents, last = dotted.split(".")
+        for part in parents:
+            node = node.setdefault(part, {})
+        node[last] = value
+    path = folder / "recipe.yaml"
+    path.write_text(yaml.safe_dump(raw, sort_keys=False))
+    return path
+
+
+def refused(result, *fragments: str) -> None:
+    output = result.stdout + result.stderr
+    assert result.returncode == 2, output[-3000:]
+    assert "Traceback" not in output, output[-3000:]
+    for fragment in fragments:
+        assert fragment in result.stderr, (fragment, result.stderr[-2000:])
+
+
+def test_every_method_has_one_training_section_and_a_backend():
+    from unifier.backends.registry import active
+
+    from unifier.spec.training import VARIANTS
+
+    assert set(VARIANTS) == set(methods.METHODS)
+    runs_somewhere = {name for b in active().names() for name in active().backend(b).capabilities.methods}
+    assert runs_somewhere == set(methods.METHODS)
+    for name, entry in methods.METHODS.items():
+        assert entry.data_kinds and entry.trl_config.count(":") == 1 and entry.trl_trainer.count(":") == 1
+        options = VARIANTS[name].model_fields.get(name)
+        assert (options is None) == (name == "sft"), name  # every method but SFT has its options section
+
+
+def test_the_grpo_recipe_validates_and_plans_on_every_backend(tmp_path):
+    recipe = grpo_recipe(tmp_path)
+    checked = unify("validate", str(recipe))
+    assert checked.returncode == 0, checked.stderr
+    assert "prompts: 32 per pass, each answered 8 times" in checked.stdout
+    assert "16 optimizer steps per pass" in checked.stdout  # 2 prompts x 8 answers per step
+    for backend in ("peft", "swift", "unsloth"):
+        planned = unify("plan", str(recipe), "--backend", backend)
+        assert planned.returncode == 0, (backend, planned.stderr)
+        assert str(tmp_path / "tiny_rewards.py") in planned.stdout  # the resolved file, as it will be loaded
+    swift = unify("plan", str(recipe), "--backend", "swift").stdout
+    for flag in ("--rlhf_type grpo", "--reward_funcs exact_answer digits", "--temperature 1.0", "--beta 0.0"):
+        assert flag in swift, flag
+
+
+@pytest.mark.parametrize(
+    ("changes", "fragments"),
+    [
+        (
+            {"training.grpo.rewards": ["missing.py:score"]},
+            ["training.grpo.rewards[0]", "missing.py not found"],
+        ),
+        (
+            {"training.grpo.rewards": ["tiny_rewards.py:nope"]},
+            ["defines no top-level function 'nope'", "digits"],
+        ),
+        ({"training.grpo.rewards": ["exactanswer"]}, ["rewards[0] 'exactanswer'", "exact_answer"]),
+        ({"training.grpo.reward_weights": [1.0]}, ["reward_weights has 1 values for 2 rewards"]),
+        ({"training.per_device_batch_size": 6}, ["make that a multiple of grpo.num_generations"]),
+        ({"training.grpo.max_completion_length": 300}, ["leaves no room for the prompt"]),
+        ({"training.method": "sft"}, ["'grpo' holds the options of method grpo", "training.method: grpo"]),
+        ({"training.grpo": None}, ["training.grpo"]),
+    ],
+)
+def test_grpo_recipe_mistakes_exit_2_naming_the_field(tmp_path, changes, fragments):
+    refused(unify("validate", str(grpo_recipe(tmp_path, changes))), *fragments)
+
+
+@pytest.mark.parametrize(
+    ("rows", "fragments"),
+    [
+        ([{"prompt": "What is 1 + 1?"}], ["prompts.jsonl:1", "'answer' column", "drop exact_answer"]),
+        (
+            [
+                {
+                    "prompt": [{"role": "user", "content": "Hi"}, {"role": "assistant", "content": "Hello"}],
+                    "answer": "x",
+                }
+            ],
+            ["prompts.jsonl:1", "ends with an assistant turn"],
+        ),
+        ([{"prompt": "Q?", "answer": "1", "completions": "x"}], ["'completions' clashes"]),
+        ([{"prompt": "", "answer": "1"}], ["'prompt' is empty"]),
+    ],
+)
+def test_bad_prompt_rows_exit_2_naming_the_row(tmp_path, rows, fragments):
+    refused(unify("validate", str(grpo_recipe(tmp_path, rows=rows))), *fragments)
+
+
+def test_preference_methods_refuse_chat_rows_with_the_fix():
+    raw = load_recipe("tiny-cpu-sft.yaml")
+    raw["training"]["method"] = "orpo"
+    spec = JobSpec.model_validate(raw)
+    assert spec.training.orpo.beta == 0.1  # the method's options section, with its defaults
+    from unifier.data.prepare import prepare_data
+    from unifier.errors import UserError
+
+    with pytest.raises(UserError) as caught:
+        prepare_data(spec, read_hub=False)
+    assert "needs preference data" in str(caught.value) and "preference pairs" in (caught.value.hint or "")
+
+
+@pytest.mark.slow
+def test_a_reward_function_that_raises_fails_the_run_naming_it(tmp_path):
+    (tmp_path / "broken.py").write_text(
+        "def score(prompts, completions, **columns):\n    raise KeyError('oops')\n"
+    )
+    recipe = grpo_recipe(tmp_path, {"training.grpo.rewards": ["broken.py:score"], "training.max_steps": 2})
+    result = unify("run", str(recipe), "--backend", "peft")
+    assert result.returncode == 1, result.stdout + result.stderr
+    record = json.loads((tmp_path / "runs" / "tiny-cpu-grpo-peft" / "run.json").read_text())
+    assert record["status"] == "failed"
+    assert f"reward function {tmp_path / 'broken.py'}:score raised KeyError" in json.dumps(record)
