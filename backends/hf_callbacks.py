@@ -55,7 +55,11 @@ class MetricsCallback(TrainerCallback):
             tokens_seen=getattr(state, "num_input_tokens_seen", None) or None,
             step_time=step_time,
             eval_loss=logs.get("eval_loss"),
-            extra={k: v for k, v in logs.items() if k.startswith(METHOD_METRICS)},
+            extra={
+                methods.METRIC_ALIASES.get(k, k): v
+                for k, v in logs.items()
+                if k.startswith(METHOD_METRICS) or k in methods.METRIC_ALIASES
+            },
         )
         if "loss" in logs:
             self._last_time, self._last_step = now, state.global_step

@@ -42,6 +42,14 @@ def load_data(config):
     )
     features = Features({name: Sequence(Value("int32")) for name in columns})
     data = load_dataset("json", data_files=files, features=features)
+    if config["method"] == "reward":  # trl's RewardTrainer scores whole sequences: prompt + answer
+        data = data.map(
+            lambda row: {
+                "chosen_ids": row["prompt_ids"] + row["chosen_ids"],
+                "rejected_ids": row["prompt_ids"] + row["rejected_ids"],
+            },
+            remove_columns=["prompt_ids"],
+        )
     return data["train"], data.get("eval")
 
 

@@ -18,7 +18,7 @@ class PeftBackend(TrlBackend):
     program_module = "unifier.backends.peft_program"
     script_name = "train_peft.py"
     capabilities = Capabilities(
-        methods=("sft", "dpo", "orpo", "simpo", "grpo"),
+        methods=("sft", "dpo", "orpo", "simpo", "reward", "grpo"),
         strategies=("ddp",),
         max_processes=1,
         notes=("multi-process training: use the swift backend (torchrun, DeepSpeed, FSDP2)",),

@@ -11,7 +11,12 @@ CONFIG: dict = {}
 
 def load_model_and_tokenizer(config):
     import torch
-    from transformers import AutoModelForCausalLM, AutoTokenizer, BitsAndBytesConfig
+    from transformers import (
+        AutoModelForCausalLM,
+        AutoModelForSequenceClassification,
+        AutoTokenizer,
+        BitsAndBytesConfig,
+    )
 
     tokenizer = AutoTokenizer.from_pretrained(
         config["model"], revision=config["revision"], trust_remote_code=config["trust_remote_code"]
@@ -32,7 +37,11 @@ def load_model_and_tokenizer(config):
         if "bnb_4bit_compute_dtype" in quant:
             quant["bnb_4bit_compute_dtype"] = getattr(torch, quant["bnb_4bit_compute_dtype"])
         kwargs["quantization_config"] = BitsAndBytesConfig(**quant)
-    model = AutoModelForCausalLM.from_pretrained(config["model"], **kwargs)
+    if config["task"] == "sequence_score":  # a reward model: one score per sequence, from a new `score` head
+        model = AutoModelForSequenceClassification.from_pretrained(config["model"], num_labels=1, **kwargs)
+        model.config.pad_token_id = tokenizer.pad_token_id
+    else:
+        model = AutoModelForCausalLM.from_pretrained(config["model"], **kwargs)
     return model, tokenizer
 
 
@@ -45,7 +54,10 @@ def add_adapter(model, config):
         )
     if config["lora"] is None:  # full fine-tuning
         return model
-    return get_peft_model(model, LoraConfig(task_type="CAUSAL_LM", **config["lora"]))
+    task = (
+        "SEQ_CLS" if config["task"] == "sequence_score" else "CAUSAL_LM"
+    )  # SEQ_CLS trains the score head too
+    return get_peft_model(model, LoraConfig(task_type=task, **config["lora"]))
 
 
 def main(config, callbacks=()):

@@ -80,7 +80,7 @@ class SwiftBackend(Backend):
     requires = ("torch", "transformers", "peft", "trl", "swift")
     option_groups = None  # backend_options.swift: raw `--key value` flags
     capabilities = Capabilities(
-        methods=("sft", "dpo", "orpo", "simpo", "grpo"),
+        methods=("sft", "dpo", "orpo", "simpo", "reward", "grpo"),
         strategies=("ddp", "zero2", "zero2_offload", "zero3", "zero3_offload", "fsdp2"),
         multi_node=True,
         packing="GPU only",
@@ -263,6 +263,12 @@ class SwiftBackend(Backend):
                 ("--loss_type", "simpo"),
                 ("--label_smoothing", 0.0),
             ]
+        elif t.method == "reward":  # ms-swift's rm: a seq_cls model with one label
+            flags += (
+                [("--center_rewards_coefficient", t.reward.center_coefficient)]
+                if t.reward.center_coefficient
+                else []
+            )
         elif t.method == "grpo":
             return self._grpo_flags(ctx, flags)
         return {"argv": argv_of(flags)}

@@ -145,6 +145,8 @@ def method_section(ctx: PlanContext) -> dict[str, Any]:
             "cpo_alpha": t.simpo.nll_weight,
             "label_smoothing": 0.0,
         }
+    elif t.method == "reward":
+        args = {"center_rewards_coefficient": t.reward.center_coefficient or None}
     elif t.method == "grpo":
         g = t.grpo
         args = {
@@ -166,10 +168,11 @@ def method_section(ctx: PlanContext) -> dict[str, Any]:
             "log_completions": False,
             "remove_unused_columns": False,  # the rows' prompt_ids and reward columns reach the trainer
         }
-    if t.method in ("orpo", "simpo", "grpo"):
+    if t.method in ("orpo", "simpo", "grpo", "reward"):
         args["disable_dropout"] = True  # trl's default, which ms-swift keeps too (it has no flag for it)
     fragment: dict[str, Any] = {
         "method": t.method,
+        "task": "sequence_score" if entry.scores_text else "causal_lm",
         **({"rewards": reward_entries(ctx)} if t.method == "grpo" else {}),
         "trainer_classes": {"config": entry.trl_config_import, "trainer": entry.trl_trainer},
     }

@@ -287,6 +287,14 @@ def simpo_runs(tmp_path_factory) -> Scenario:
 
 
 @pytest.fixture(scope="session")
+def reward_runs(tmp_path_factory) -> Scenario:
+    """recipes/tiny-cpu-reward.yaml (a score head on the tiny model) on peft and swift (unsloth trains causal LMs
+    only), with periodic evaluation on the held-out pairs."""
+    raw = recipe_with("tiny-cpu-reward.yaml", training__max_steps=PAIR_METHOD_STEPS, training__eval_steps=6)
+    return compare_scenario(tmp_path_factory, "reward", raw, backends=("peft", "swift"))
+
+
+@pytest.fixture(scope="session")
 def grpo_runs(tmp_path_factory) -> Scenario:
     """recipes/tiny-cpu-grpo.yaml on every backend, its own reward swapped for a recorder of what the rewards
     are given (tests/data/grpo_recorder.py, logging under the scenario's folder)."""

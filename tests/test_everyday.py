@@ -34,6 +34,7 @@ def test_version_and_flag_help():
         (["--method", "dpo"], {"training.method": "dpo", "data.train.0.path": "builtin:tiny-preference"}),
         (["--method", "orpo"], {"training.method": "orpo", "training.orpo.beta": 0.1}),
         (["--method", "simpo"], {"training.simpo.beta": 2.0, "training.simpo.nll_weight": 0.0}),
+        (["--method", "reward"], {"training.reward.center_coefficient": 0.0, "output.save": "adapter"}),
         (
             ["--model", "Qwen/Qwen3-8B", "--data", "train.jsonl", "--format", "alpaca", "--qlora"],
             {

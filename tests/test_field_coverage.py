@@ -55,7 +55,7 @@ CONTEXTS = {
             "training.method": method,
             "data.train": [{"path": "builtin:tiny-preference"}],
         }
-        for method in ("dpo", "orpo", "simpo")
+        for method in ("dpo", "orpo", "simpo", "reward")
     },
     "training.grpo.": {
         "training.method": "grpo",
@@ -87,7 +87,7 @@ VALUES = {
     "data.train[0].roles": [{"bot": "assistant"}],
     "quantization.compute_dtype": ["bfloat16"],
     "training.max_steps": [7],
-    "training.method": ["dpo", "orpo", "simpo", "grpo"],
+    "training.method": ["dpo", "orpo", "simpo", "reward", "grpo"],
     "training.grpo.rewards": [["format"], ["exact_answer", "length"]],
     "training.grpo.reward_weights": [[2.0]],
     "training.grpo.num_generations": [2, 8],  # refused on the base recipe's chat rows (they need pairs)

@@ -63,6 +63,11 @@ CASES = {
         "compute.device": "cuda",
         "model.dtype": "bfloat16",
     },
+    "reward-model": {
+        "training.method": "reward",
+        "data.train": [{"path": "builtin:tiny-preference"}],
+        "training.reward.center_coefficient": 0.01,
+    },
     "grpo-own-reward": {
         "training.method": "grpo",
         "data.train": [{"path": "builtin:tiny-prompts"}],

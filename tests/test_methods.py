@@ -140,3 +140,12 @@ def test_a_reward_function_that_raises_fails_the_run_naming_it(tmp_path):
     record = json.loads((tmp_path / "runs" / "tiny-cpu-grpo-peft" / "run.json").read_text())
     assert record["status"] == "failed"
     assert f"reward function {tmp_path / 'broken.py'}:score raised KeyError" in json.dumps(record)
+
+
+def test_switching_a_recipes_method_names_the_section_to_drop():
+    dpo = str(RECIPES / "tiny-cpu-dpo.yaml")
+    kept = unify("validate", dpo, "--set", "training.method=orpo")
+    refused(kept, "'dpo' holds the options of method dpo", "--set training.dpo=null")
+    switched = unify("validate", dpo, "--set", "training.method=orpo", "--set", "training.dpo=null")
+    assert switched.returncode == 0 and "(lora, orpo)" in switched.stdout, switched.stderr
+    refused(unify("validate", dpo, "--set", "training.method=kto"), "training.method must be one of sft, dpo")

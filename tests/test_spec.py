@@ -94,7 +94,14 @@ def test_schema_command_prints_json():
     schema = json.loads(result.stdout)
     # training: one section per method, each with the shared settings and its own options
     variants = [ref["$ref"].rsplit("/", 1)[1] for ref in schema["properties"]["training"]["oneOf"]]
-    assert variants == ["SFTTraining", "DPOTraining", "ORPOTraining", "SimPOTraining", "GRPOTraining"]
+    assert variants == [
+        "SFTTraining",
+        "DPOTraining",
+        "ORPOTraining",
+        "SimPOTraining",
+        "RewardTraining",
+        "GRPOTraining",
+    ]
     assert all("learning_rate" in schema["$defs"][name]["properties"] for name in variants)
     assert "orpo" in schema["$defs"]["ORPOTraining"]["properties"]
     assert "orpo" not in schema["$defs"]["SFTTraining"]["properties"]

@@ -125,6 +125,13 @@ PAIR_METHOD_TABLE = [  # (method, field, value, trl argument, ms-swift flag): ba
     ("simpo", "training.simpo.beta", 2.5, "trainer_args.beta", "--beta"),
     ("simpo", "training.simpo.gamma", 0.7, "trainer_args.simpo_gamma", "--simpo_gamma"),
     ("simpo", "training.simpo.nll_weight", 0.4, "trainer_args.cpo_alpha", "--cpo_alpha"),
+    (
+        "reward",
+        "training.reward.center_coefficient",
+        0.01,
+        "trainer_args.center_rewards_coefficient",
+        "--center_rewards_coefficient",
+    ),
 ]
 QUANT_TABLE = [  # peft and swift (unsloth fixes NF4 with double quantization)
     (
@@ -201,16 +208,18 @@ def test_reference_free_method_options_reach_every_backend(method, field, value,
     spec = spec_with(
         {"training.method": method, "data.train": [{"path": "builtin:tiny-preference"}], field: value}
     )
-    for backend in ("peft", "unsloth"):
+    trainers = {
+        "orpo": "trl.experimental.orpo:ORPOTrainer",
+        "simpo": "trl.experimental.cpo:CPOTrainer",
+        "reward": "trl:RewardTrainer",
+    }
+    for backend in ("peft", "unsloth") if method != "reward" else ("peft",):  # unsloth trains causal LMs only
         config = plan(spec, backend).program.config
         assert config_value(config, trl_key) == value, (field, backend)
-        assert config["trainer_classes"][
-            "trainer"
-        ] == f"trl.experimental.{'orpo' if method == 'orpo' else 'cpo'}:" + (
-            "ORPOTrainer" if method == "orpo" else "CPOTrainer"
-        )
+        assert config["trainer_classes"]["trainer"] == trainers[method]
     argv = plan(spec, "swift").program.argv
-    assert argv[:2] == ("swift", "rlhf") and flag_values(argv, "--rlhf_type") == [method]
+    assert argv[:2] == ("swift", "rlhf")
+    assert flag_values(argv, "--rlhf_type") == [{"reward": "rm"}.get(method, method)]
     assert flag_values(argv, swift_flag) == native(value), (field, "swift")
     if method == "simpo":  # ms-swift's simpo is cpo with loss_type simpo: unifier says so on every backend
         assert flag_values(argv, "--loss_type") == ["simpo"]
@@ -307,6 +316,7 @@ def test_the_table_covers_every_field_the_backends_disagree_on():
         "training.simpo.beta",
         "training.simpo.gamma",
         "training.simpo.nll_weight",
+        "training.reward.center_coefficient",
     }
     covered = {row[0] for row in TABLE + DPO_TABLE + QUANT_TABLE} | {row[1] for row in PAIR_METHOD_TABLE}
     assert disagreeing <= covered, disagreeing - covered

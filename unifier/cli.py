@@ -450,7 +450,9 @@ def init(
     data_format: str | None = typer.Option(
         None, "--format", help="messages | sharegpt | alpaca | text | preference (default: auto-detected)."
     ),
-    method: str = typer.Option("sft", "--method", help="sft | dpo | orpo | simpo (unifier/methods.py)."),
+    method: str = typer.Option(
+        "sft", "--method", help="sft | dpo | orpo | simpo | reward (grpo: copy recipes/tiny-cpu-grpo.yaml)."
+    ),
     qlora: bool = typer.Option(False, "--qlora", help="QLoRA: LoRA on a 4-bit NF4 base (bitsandbytes)."),
 ):
     """Write a starter recipe (LoRA SFT on the built-in tiny model and data unless options say otherwise)."""

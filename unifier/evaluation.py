@@ -59,6 +59,7 @@ def evaluate(
     from .runlock import RunLock
 
     run = TrainedRun.open(run_dir)
+    run.require_generation("evaluate (its held-out pair accuracy is logged while training with eval_steps)")
     if run.spec.training.method == "grpo" and not (retain or benchmarks):
         raise UserError(
             f"{run.folder.root}: a GRPO run has no answers to score held-out rows by (its data are prompts); "

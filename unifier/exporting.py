@@ -47,6 +47,7 @@ def export(
     if fmt == "gguf" and quant not in GGUF_TYPES:
         raise UserError(f"--quant '{quant}': expected one of {', '.join(GGUF_TYPES)}")
     run = TrainedRun.open(run_dir)
+    run.require_generation("export as a merged or GGUF model")
     converter = _checked_for_gguf(run) if fmt == "gguf" else None
     target = Path(output).absolute() if output else run.folder.export(fmt)
     from .runlock import RunLock

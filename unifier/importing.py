@@ -450,11 +450,12 @@ def translate_llamafactory(t: Translator) -> None:
         t.put("data.assistant_only_loss", not train_on_prompt)
 
     stage = t.text("stage", "sft")
-    if stage not in ("sft", "dpo", "pt"):
+    if stage not in ("sft", "dpo", "pt", "rm"):
         raise UserError(
-            f"stage '{stage}': unifier trains sft, dpo and pt (as sft on text); there is no {stage}"
+            f"stage '{stage}': unifier imports sft, pt (as sft on text), rm (reward) and dpo (pref_loss sigmoid / "
+            f"ipo / hinge, orpo or simpo); there is no {stage} import yet"
         )
-    t.put("training.method", "dpo" if stage == "dpo" else "sft")
+    t.put("training.method", {"dpo": "dpo", "rm": "reward"}.get(stage, "sft"))
     kind = t.text("finetuning_type", "lora")
     bits = t.number("quantization_bit", int)
     method = t.get("quantization_method", "bnb")
@@ -558,7 +559,7 @@ def llamafactory_source(t: Translator, name: str, dataset_dir: Path, stage: str,
         t.untranslated.append(
             f"dataset {name}: not in {info_file} (kept as a hub name); point data.train's path at the file"
         )
-        source["format"] = "preference" if stage == "dpo" else "text" if stage == "pt" else "auto"
+        source["format"] = "preference" if stage in ("dpo", "rm") else "text" if stage == "pt" else "auto"
     else:
         if "file_name" in entry:
             source["path"] = str((dataset_dir / entry["file_name"]).resolve())
@@ -575,7 +576,7 @@ def llamafactory_format(entry: dict, stage: str) -> dict[str, Any]:
     formatting = entry.get("formatting", "alpaca")
     columns = dict(entry.get("columns") or {})
     tags = dict(entry.get("tags") or {})
-    if entry.get("ranking") or stage == "dpo":
+    if entry.get("ranking") or stage in ("dpo", "rm"):
         mapped = {
             ours: columns[theirs]
             for theirs, ours in (

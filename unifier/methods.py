@@ -16,20 +16,21 @@ from dataclasses import dataclass
 class Method:
     name: str
     summary: str
-    data_kinds: tuple[
-        str, ...
-    ]  # unifier's encoder kinds (unifier/data/encode.py) it trains on; first: default
+    # unifier's encoder kinds (unifier/data/encode.py) it trains on; the first is the default
+    data_kinds: tuple[str, ...]
     trl_config: str  # "module:Class" of the trl config dataclass (peft and unsloth backends)
     trl_trainer: str  # "module:Class" of the trl trainer
     swift_rlhf_type: str | None  # `swift rlhf --rlhf_type` value; None: `swift sft`
-    metric_prefixes: tuple[str, ...] = ()  # trainer log keys kept in metrics.jsonl's extra (besides loss...)
-    eval_scores: str = (
-        "tokens"  # tokens: loss/perplexity of the assistant tokens; pairs: + chosen-vs-rejected
-    )
+    # trainer log keys kept in metrics.jsonl's extra (besides loss, learning rate, ...)
+    metric_prefixes: tuple[str, ...] = ()
+    # what `unify eval` scores: tokens (loss / perplexity of the trained tokens), pairs (+ chosen vs
+    # rejected), rewards (GRPO), none (a reward model)
+    eval_scores: str = "tokens"
     data_hint: str = ""  # how to fix data of the wrong kind
     reference_model: bool = False  # needs a frozen reference (a second copy for full fine-tuning)
-    trl_max_length: bool = (
-        True  # its trl config takes max_length (GRPO's bounds prompts + completions itself)
+    trl_max_length: bool = True  # its trl config takes max_length (GRPO's bounds prompt + completion itself)
+    scores_text: bool = (
+        False  # trains a scalar score head (a reward model): no chat, no merged or GGUF export
     )
 
     @property
@@ -94,6 +95,19 @@ METHODS: dict[str, Method] = {
             data_hint="use preference pairs (prompt/chosen/rejected) for simpo",
         ),
         Method(
+            name="reward",
+            summary="reward-model training: a scalar score head learns to rank each chosen answer above its "
+            "rejected one (the model then scores text; it does not generate)",
+            data_kinds=("preference",),
+            trl_config="trl.trainer.reward_config:RewardConfig",
+            trl_trainer="trl:RewardTrainer",
+            swift_rlhf_type="rm",
+            metric_prefixes=("rewards/", "mean_reward", "min_reward", "max_reward", "center_rewards_loss"),
+            eval_scores="none",
+            data_hint="use preference pairs (prompt/chosen/rejected) for reward",
+            scores_text=True,
+        ),
+        Method(
             name="grpo",
             summary="group relative policy optimisation: the model answers each prompt several times and "
             "learns from reward functions, no answers in the data",
@@ -108,6 +122,10 @@ METHODS: dict[str, Method] = {
         ),
     )
 }
+
+
+# trainer log keys that mean the same as another backend's: stored under one name in metrics.jsonl
+METRIC_ALIASES = {"accuracy": "rewards/accuracies", "margin": "rewards/margins"}  # trl's RewardTrainer
 
 
 def method(name: str) -> Method:

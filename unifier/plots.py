@@ -43,8 +43,12 @@ def plot_losses(
 
 
 def plot_run_loss(folder, title: str) -> Path | None:
-    """loss.png of a RunFolder: the training loss, and the eval loss where the run evaluated."""
+    """loss.png of a RunFolder: the training loss, and the eval loss where the run evaluated; for GRPO the mean
+    reward (what the run optimises: its loss hovers near 0 on-policy)."""
     records = read_metrics(folder.metrics)
+    rewards = [(r["step"], r["reward"]) for r in records if isinstance(r.get("reward"), int | float)]
+    if rewards:
+        return plot_losses({"mean reward": rewards}, folder.loss_plot, title, ylabel="mean reward")
     curves = {"train loss": train_losses(records)}
     evals = eval_losses(records)
     if evals:

@@ -21,6 +21,11 @@ def starter_recipe(
     if method not in method_table.METHODS:
         raise UserError(f"--method '{method}': expected one of {', '.join(method_table.METHODS)}")
     entry = method_table.method(method)
+    if method == "grpo":
+        raise UserError(
+            "--method grpo: a GRPO recipe needs prompts and reward functions, more than a starter fills in",
+            hint="copy recipes/tiny-cpu-grpo.yaml (the tiny model, bundled prompts, a built-in and an own reward)",
+        )
     if data_format is not None and data_format not in FORMATS:
         raise UserError(f"--format '{data_format}': expected one of {', '.join(FORMATS)}")
     if entry.pairwise and data_format not in (None, "preference"):

@@ -49,6 +49,17 @@ class TrainedRun:
             raise UserError(f"{config}: not readable JSON ({exc}); the run folder is damaged") from None
         return run
 
+    def require_generation(self, action: str) -> None:
+        """chat / eval / export need a model that writes text; a reward model (training.method: reward) scores it."""
+        from .methods import method
+
+        if method(self.spec.training.method).scores_text:
+            raise UserError(
+                f"{self.folder.root}: a reward model scores text, it does not write any: there is nothing to {action}",
+                hint="load it with transformers' AutoModelForSequenceClassification (num_labels=1) and peft's "
+                "PeftModel to score text, e.g. inside a GRPO reward function of your own",
+            )
+
     @property
     def is_adapter(self) -> bool:
         return self.spec.adapter.type != "full"
@@ -97,6 +108,8 @@ def base_model_location(ref: str) -> str:
 def load_model(run: TrainedRun | None, *, tuned: bool = True, model_ref: str | None = None):
     """(model, tokenizer) in eval mode: the run's tuned model (base + adapter, or its full weights), the run's
     base (tuned=False), or a base model by name (model_ref, with the ChatML template unless it has its own)."""
+    if run is not None:
+        run.require_generation("chat with or evaluate by its answers")
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 

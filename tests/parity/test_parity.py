@@ -239,6 +239,33 @@ def test_lora_on_an_8bit_base_peft_vs_swift(tmp_path):
 
 
 @pytest.mark.slow
+def test_reward_model_peft_vs_swift(reward_runs):
+    """Reward modelling (a sequence-score head, LoRA with the head trained): the same pair tokens, trainable
+    parameters (the adapter and the new score head) and initial weights, and bit-identical losses and pair
+    metrics, peft vs swift; the model it leaves scores text and is refused by chat, eval and export."""
+    report = reward_runs.report
+    assert reward_runs.code == 0, reward_runs.log[-3000:]
+    (pair,) = report["pairs"]
+    assert pair["samples"]["identical"] is True and pair["trainable"]["identical"] is True
+    assert pair["initial_weights_max_abs_diff"] == 0.0  # the score head starts the same on both
+    assert pair["losses"]["steps_compared"] == PAIR_METHOD_STEPS
+    assert pair["losses"]["max_relative_difference"] <= LOSS_RTOL and final_weights_equal(pair)
+    keys = ("rewards/accuracies", "rewards/margins")
+    values = {run["backend"]: logged(run["folder"], keys) for run in report["runs"]}
+    assert values["swift"] == pytest.approx(values["peft"], rel=1e-5, abs=1e-6)
+    assert any(v != 0 for v in values["peft"])
+    for run in report["runs"]:
+        rows = [json.loads(line) for line in (Path(run["folder"]) / "metrics.jsonl").read_text().splitlines()]
+        assert any(r.get("eval_loss") is not None for r in rows), run["backend"]
+        config = json.loads((Path(run["folder"]) / "adapter" / "adapter_config.json").read_text())
+        assert config["task_type"] == "SEQ_CLS" and "score" in config["modules_to_save"], run["backend"]
+    trained = str(report["runs"][0]["folder"])
+    for command in (("chat", trained, "--prompt", "hi"), ("export", trained), ("eval", trained)):
+        refused = unify(*command)
+        assert refused.returncode == 2 and "a reward model scores text" in refused.stderr, command
+
+
+@pytest.mark.slow
 def test_grpo_prompts_rewards_and_learning(grpo_runs):
     """GRPO (recipes/tiny-cpu-grpo.yaml) on peft, swift and unsloth: every backend generates from unifier's prompt
     tokens (identical probe samples), calls the rewards with the same arguments (the prompts as messages, the
@@ -258,6 +285,8 @@ def test_grpo_prompts_rewards_and_learning(grpo_runs):
         rewards = values[0 :: len(keys)]
         assert len(rewards) == 20, backend
         assert sum(rewards[-5:]) / 5 > sum(rewards[:5]) / 5 + 0.5, (backend, rewards)
+    for run in report["runs"]:  # loss.png draws the mean reward (the on-policy loss hovers near 0)
+        assert (Path(run["folder"]) / "loss.png").stat().st_size > 1000
     assert series["unsloth"] == pytest.approx(series["peft"], abs=1e-6)
     log = Path(str(shared_log(grpo_runs)))
     for backend in BACKENDS:

@@ -86,6 +86,11 @@ class JobSpec(Section):
             )
         if self.training.method == "grpo":
             self._grpo_rules()
+        if self.training.method == "reward" and self.output.save != "adapter":
+            raise ValueError(
+                f"output.save {self.output.save}: a reward model is saved as trained (its adapter with the score "
+                "head, or full weights); merging it into a chat model means nothing: set output.save: adapter"
+            )
         return self
 
     def _grpo_rules(self) -> None:

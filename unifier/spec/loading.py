@@ -109,10 +109,10 @@ def spec_from_dict(
         spec = JobSpec.model_validate(raw)
     except ValidationError as exc:
         raise UserError(format_validation_error(exc, source)) from None
-    if base_dir is not None:
+    if base_dir is not None:  # a recipe file: its relative paths, and the reward files it names, checked
         _resolve_relative_paths(spec, Path(base_dir))
-    if spec.training.method == "grpo":
-        _resolve_rewards(spec, Path(base_dir) if base_dir is not None else Path.cwd())
+        if spec.training.method == "grpo":
+            _resolve_rewards(spec, Path(base_dir))
     return spec
 
 

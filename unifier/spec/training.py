@@ -122,6 +122,15 @@ class GRPOSpec(Section):
         return self
 
 
+class RewardSpec(Section):
+    center_coefficient: float = Field(
+        0.0,
+        ge=0,
+        description="Weight of a penalty on the mean squared score, keeping scores centred on 0 (trl's and "
+        "ms-swift's center_rewards_coefficient, off by default in both; 0: off).",
+    )
+
+
 class TrainingSpecBase(Section):
     epochs: float = Field(
         1.0,
@@ -184,11 +193,15 @@ class TrainingSpecBase(Section):
         """`dpo:` under `method: sft` (or no method) names the method it belongs to, not a spelling."""
         if isinstance(data, dict):
             chosen = data.get("method", "sft")
+            # `--set training.dpo=null` drops another method's section (switching a recipe's method)
+            data = {
+                k: v for k, v in data.items() if not (k in method_table.METHODS and k != chosen and v is None)
+            }
             for key in data:
                 if key in method_table.METHODS and key != chosen and key not in cls.model_fields:
                     raise ValueError(
                         f"'{key}' holds the options of method {key}, but training.method is {chosen!r}; "
-                        f"set training.method: {key}, or drop the {key} section"
+                        f"set training.method: {key}, or drop the {key} section (--set training.{key}=null)"
                     )
         return data
 
@@ -228,6 +241,11 @@ class SimPOTraining(TrainingSpecBase):
     simpo: SimPOSpec = Field(default_factory=SimPOSpec, description="SimPO settings.")
 
 
+class RewardTraining(TrainingSpecBase):
+    method: Literal["reward"] = Field(description=method_table.method("reward").summary)
+    reward: RewardSpec = Field(default_factory=RewardSpec, description="Reward-model settings.")
+
+
 class GRPOTraining(TrainingSpecBase):
     method: Literal["grpo"] = Field(description=method_table.method("grpo").summary)
     grpo: GRPOSpec = Field(description="GRPO settings (rewards are required).")
@@ -238,6 +256,7 @@ VARIANTS: dict[str, type[TrainingSpecBase]] = {
     "dpo": DPOTraining,
     "orpo": ORPOTraining,
     "simpo": SimPOTraining,
+    "reward": RewardTraining,
     "grpo": GRPOTraining,
 }
 assert set(VARIANTS) == set(method_table.METHODS), "every method in unifier/methods.py has a training section"
@@ -254,6 +273,6 @@ TrainingSpec = Annotated[
     Discriminator(
         _method_of,
         custom_error_type="unknown_method",
-        custom_error_message=f"training.method: expected one of {', '.join(VARIANTS)}",
+        custom_error_message=f"unknown method: training.method must be one of {', '.join(VARIANTS)}",
     ),
 ]
