@@ -64,7 +64,13 @@ def print_report(report: dict[str, Any], console: Console) -> None:
             table.add_row(run["label"], *cells, ", ".join(Path(d).name for d in run["eval"]["data"] or []))
         console.print(table)
     for pair in report["pairs"]:
-        verdict = "[green]match[/]" if pair["within_tolerance"] else "[red]DIFFER[/]"
+        verdict = (
+            "[red]DIFFER[/]"
+            if not pair["within_tolerance"]
+            else "[yellow]match (inputs only)[/]"
+            if pair.get("notes")
+            else "[green]match[/]"
+        )
         samples = pair["samples"]
         console.print(
             f"{pair['reference']} vs {pair['other']}: {verdict}; samples "
@@ -73,6 +79,8 @@ def print_report(report: dict[str, Any], console: Console) -> None:
         )
         for problem in pair["problems"]:
             console.print(f"  - {problem}")
+        for note in pair.get("notes", []):
+            console.print(f"  [dim]note[/]: {note}")
 
 
 def _fmt(value, spec: str, suffix: str = "") -> str:
