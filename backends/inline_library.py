@@ -62,9 +62,27 @@ def prompt_rows(path):
 
     with open(path, encoding="utf-8") as handle:
         rows = [json.loads(line) for line in handle if line.strip()]
+    # the columns as one JSON text per row: Arrow would unify their types across rows (2 -> 2.0, "yes" beside 4
+    # fails) and drop a column the first row lacks; the rewards get each row's own values
     return Dataset.from_list(
-        [{"prompt": row["prompt"], "prompt_ids": row["prompt_ids"], **row["columns"]} for row in rows]
+        [
+            {
+                "prompt": row["prompt"],
+                "prompt_ids": row["prompt_ids"],
+                "unifier_columns": json.dumps(row["columns"]),
+            }
+            for row in rows
+        ]
     )
+
+
+def reward_columns(encoded):
+    """The rows' columns, one list per name (None where a row lacks it), from their JSON texts."""
+    import json
+
+    rows = [json.loads(text) for text in encoded]
+    names = sorted({name for row in rows for name in row})
+    return {name: [row.get(name) for row in rows] for name in names}
 
 
 def final_answer(text):
@@ -164,7 +182,7 @@ def _bound_builtin(builtin, max_completion_length):
     return score
 
 
-def trl_reward_functions(config, columns):
+def trl_reward_functions(config):
     """The rewards as trl's GRPOTrainer calls them: completions arrive as assistant messages, the row columns
     as keyword lists; each function is named after its reward (metrics: rewards/<name>/mean)."""
     functions = []
@@ -173,7 +191,7 @@ def trl_reward_functions(config, columns):
         def reward(prompts, completions, completion_ids=None, score=score, **kwargs):
             texts = [c[-1]["content"] if isinstance(c, list) else c for c in completions]
             lengths = [len(ids) for ids in completion_ids]
-            return score(prompts, texts, lengths, {key: kwargs[key] for key in columns if key in kwargs})
+            return score(prompts, texts, lengths, reward_columns(kwargs["unifier_columns"]))
 
         reward.__name__ = name
         functions.append(reward)
@@ -299,8 +317,7 @@ def build_trainer(config, model, tokenizer, train, evaluation, callbacks):
     adapter_weights = float32_adapter_weights(model)
     extra = {}
     if config["method"] == "grpo":
-        columns = [name for name in train.column_names if name not in ("prompt", "prompt_ids")]
-        extra["reward_funcs"] = trl_reward_functions(config, columns)
+        extra["reward_funcs"] = trl_reward_functions(config)
     trainer = trainer_class(config)(
         **extra,
         model=model,

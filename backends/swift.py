@@ -573,8 +573,7 @@ def swift_row(row: dict, tokens: dict) -> dict:
             "messages": row["prompt"],
             # ms-swift's GRPO gives its template only the messages, standard fields and chat_template_kwargs
             "chat_template_kwargs": {"unifier_input_ids": tokens["prompt_ids"]},
-            "unifier_columns": sorted(row["columns"]),
-            **row["columns"],
+            "unifier_columns": json.dumps(row["columns"]),  # one JSON text: no Arrow typing of the values
         }
     elif "chosen" in row:
         prompt = tokens["prompt_ids"]

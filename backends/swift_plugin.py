@@ -198,8 +198,9 @@ def register_rewards():
                 messages[:-1] if messages and messages[-1]["role"] == "assistant" else messages
                 for messages in kwargs["messages"]
             ]
-            names = kwargs.get("unifier_columns") or [[]]
-            columns = {key: kwargs[key] for key in names[0] if key in kwargs}
+            from unifier.backends.inline_library import reward_columns
+
+            columns = reward_columns(kwargs["unifier_columns"])
             return score(prompts, decode(ids), [len(answer) for answer in ids], columns)
 
         return type(name, (ORM,), {"__call__": __call__})

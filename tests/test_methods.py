@@ -149,3 +149,79 @@ def test_switching_a_recipes_method_names_the_section_to_drop():
     switched = unify("validate", dpo, "--set", "training.method=orpo", "--set", "training.dpo=null")
     assert switched.returncode == 0 and "(lora, orpo)" in switched.stdout, switched.stderr
     refused(unify("validate", dpo, "--set", "training.method=kto"), "training.method must be one of sft, dpo")
+
+
+@pytest.mark.parametrize(
+    ("changes", "fragments"),
+    [
+        (  # the same file by two spellings, or a built-in and a function of the same name
+            {"training.grpo.rewards": ["tiny_rewards.py:digits", "./tiny_rewards.py:digits"]},
+            ["two rewards are named 'digits'"],
+        ),
+        ({"training.grpo.rewards": ["format", "tiny_rewards.py:format"]}, ["two rewards are named 'format'"]),
+        ({"training.grpo.reward_weights": [True, 1.0]}, ["not true/false"]),
+        ({"training.grpo.reward_weights": [0, 0]}, ["every weight is 0"]),
+        ({"data.eval_split": 0.25, "eval.after_training": True}, ["eval.after_training", "eval.retain"]),
+    ],
+)
+def test_more_grpo_mistakes_exit_2(tmp_path, changes, fragments):
+    recipe = grpo_recipe(tmp_path, changes)
+    (tmp_path / "tiny_rewards.py").write_text(
+        (RECIPES / "tiny_rewards.py").read_text()
+        + "\n\ndef format(prompts, completions, **columns):\n    return [0.0]\n"
+    )
+    refused(unify("validate", str(recipe)), *fragments)
+
+
+def test_a_reward_file_in_a_folder_with_a_colon_and_a_bad_signature(tmp_path):
+    folder = tmp_path / "a:b"
+    folder.mkdir()
+    checked = unify("validate", str(grpo_recipe(folder)))
+    assert checked.returncode == 0, checked.stderr  # the last colon splits file and function
+    (folder / "bad.py").write_text("def score(x):\n    return [0.0]\n")
+    refused(
+        unify("validate", str(grpo_recipe(folder, {"training.grpo.rewards": ["bad.py:score"]}))),
+        "cannot take the reward arguments",
+        "def score(prompts, completions, **columns)",
+    )
+
+
+@pytest.mark.parametrize(
+    ("rows", "fragments"),
+    [
+        ([{"prompt": [{"role": "user"}], "answer": "1"}], ["prompt[0].content must be text"]),
+        ([{"prompt": [{"role": "robot", "content": "hi"}], "answer": "1"}], ["prompt[0].role is 'robot'"]),
+        ([{"prompt": "Q?", "answer": "1", "system": 5}], ["'system' must be text"]),
+    ],
+)
+def test_prompt_messages_are_checked_like_chat_rows(tmp_path, rows, fragments):
+    refused(unify("validate", str(grpo_recipe(tmp_path, rows=rows))), *fragments)
+
+
+def test_a_prompt_without_room_for_its_completion_is_named(tmp_path):
+    recipe = grpo_recipe(tmp_path, {"model.max_seq_length": 40, "training.grpo.max_completion_length": 4})
+    refused(unify("validate", str(recipe)), "tiny_prompts.jsonl:", "exceeds model.max_seq_length 40")
+
+
+@pytest.mark.parametrize(
+    ("recipe", "changes", "fragment"),
+    [
+        ("tiny-cpu-orpo.yaml", ["data.packing=true"], "which no backend packs"),
+        ("tiny-cpu-reward.yaml", ["eval.after_training=true"], "a reward model writes no text"),
+    ],
+)
+def test_settings_a_method_cannot_use_are_refused(recipe, changes, fragment):
+    sets = [part for change in changes for part in ("--set", change)]
+    refused(unify("validate", str(RECIPES / recipe), *sets), fragment)
+
+
+def test_reward_columns_keep_their_own_values_on_every_row():
+    """GRPO columns reach the rewards as each row wrote them (JSON per row, not Arrow-typed columns)."""
+    from unifier.backends.inline_library import reward_columns
+
+    rows = [
+        json.dumps({"answer": 2, "hint": "x"}),
+        json.dumps({"answer": 1.5}),
+        json.dumps({"answer": "yes"}),
+    ]
+    assert reward_columns(rows) == {"answer": [2, 1.5, "yes"], "hint": ["x", None, None]}

@@ -651,7 +651,10 @@ def translate_axolotl(t: Translator) -> None:
     rl = t.text("rl")
     if rl not in (None, "dpo", "orpo", "simpo"):
         raise UserError(f"rl '{rl}': unifier imports sft (no rl), dpo, orpo and simpo from axolotl")
-    t.put("training.method", rl or "sft")
+    reward_model = t.flag("reward_model")  # axolotl's reward-model training (Bradley-Terry on pairs)
+    if reward_model and rl:
+        raise UserError(f"reward_model: true with rl '{rl}': axolotl trains one of them; drop one")
+    t.put("training.method", "reward" if reward_model else rl or "sft")
     adapter = t.text("adapter")
     four, eight = t.flag("load_in_4bit"), t.flag("load_in_8bit")
     bits = 4 if four else 8 if eight else None
@@ -694,12 +697,13 @@ def translate_axolotl(t: Translator) -> None:
         raise UserError(f"axolotl config: datasets: expected a list of datasets, got {datasets!r}")
     if not datasets:
         raise UserError("datasets: the config lists no dataset")
-    t.put("data.train", [axolotl_source(t, item, rl) for item in datasets])
+    pair_kind = "reward" if reward_model else rl
+    t.put("data.train", [axolotl_source(t, item, pair_kind) for item in datasets])
     tests = t.get("test_datasets")
     if tests and not isinstance(tests, list):
         raise UserError(f"axolotl config: test_datasets: expected a list of datasets, got {tests!r}")
     if tests:
-        t.put("data.eval", [axolotl_source(t, item, rl) for item in tests])
+        t.put("data.eval", [axolotl_source(t, item, pair_kind) for item in tests])
     val = t.number("val_set_size")
     if val and val < 1:
         t.put("data.eval_split", val)
@@ -771,7 +775,7 @@ def axolotl_source(t: Translator, item: Any, rl: str | None) -> dict:
             "chat_template": "a dataset's own template: unifier renders every source with model.chat_template",
         }.get(key, "no unifier equivalent")
         t.untranslated.append(f"datasets[{path}].{key}: {why}")
-    pairs = rl in ("dpo", "orpo", "simpo")
+    pairs = rl in ("dpo", "orpo", "simpo", "reward")
     if pairs and kind in ("chatml.intel", "llama3.intel", "chatml.argilla_chat", "llama3.argilla_chat"):
         # axolotl's fixed-column DPO strategies: intel (system, question, chosen, rejected as text) and
         # argilla_chat (chosen / rejected conversations sharing the prompt turn)

@@ -265,6 +265,18 @@ def _tools_of(row: dict) -> dict:
     return {"tools": wrapped}
 
 
+def _checked_messages(messages: list[dict], key: str) -> list[dict]:
+    """Every turn has a known role and text content (a system turn only first)."""
+    for index, message in enumerate(messages):
+        if message["role"] not in ROLES:
+            raise RowError(f"{key}[{index}].role is {message['role']!r}; expected one of {', '.join(ROLES)}")
+        if not isinstance(message["content"], str):
+            raise RowError(f"{key}[{index}].content must be text")
+        if message["role"] == "system" and index != 0:
+            raise RowError(f"{key}[{index}]: a system message may only come first")
+    return messages
+
+
 def _checked_chat(row: dict) -> dict:
     messages = row["messages"]
     for index, message in enumerate(messages):
@@ -323,7 +335,9 @@ def _preference(row: dict, roles: dict[str, str]) -> dict:
         raise RowError(
             "no prompt: give 'prompt', or chosen/rejected conversations that share their first turns"
         )
+    _checked_messages(prompt, "prompt")
     for key, messages in (("chosen", chosen), ("rejected", rejected)):
+        _checked_messages(messages, key)
         if messages[-1]["role"] != "assistant" or not isinstance(messages[-1]["content"], str):
             raise RowError(f"'{key}' must end with an assistant answer")
     return {"prompt": prompt, "chosen": chosen, "rejected": rejected, **_tools_of(row)}
@@ -348,7 +362,9 @@ def _prompt(row: dict, roles: dict[str, str]) -> dict:
         )
     else:
         raise RowError("'prompt' must be text or a non-empty list of messages")
-    messages = _system_of(row) + messages
+    if "system" in row and row["system"] is not None and not isinstance(row["system"], str):
+        raise RowError("'system' must be text")
+    messages = _checked_messages(_system_of(row) + messages, "prompt")
     if messages[-1]["role"] == "assistant":
         raise RowError("'prompt' ends with an assistant turn: the model writes that turn in GRPO; drop it")
     columns = {key: value for key, value in row.items() if key not in PROMPT_KEYS}

@@ -211,6 +211,18 @@ def _encode_chunk(chunk: tuple[int, list[dict]]):
         return (failed.index, failed.message)
 
 
+def _check_prompt_room(data, max_len: int, completion: int) -> None:
+    """GRPO: every prompt with its longest completion fits model.max_seq_length (nothing truncates them)."""
+    for split in ("train", "eval"):
+        for where, encoded in zip(data.locations(split), data.encoded[split]):
+            if encoded.length + completion > max_len:
+                raise UserError(
+                    f"{where}: the prompt is {encoded.length} tokens; with training.grpo.max_completion_length "
+                    f"{completion} that exceeds model.max_seq_length {max_len}",
+                    hint="raise model.max_seq_length, lower max_completion_length, or shorten the prompt",
+                )
+
+
 def token_stats(
     encoded: list[Encoded],
     locations: list[str],
@@ -277,6 +289,8 @@ def check_trainable(
         max_steps=t.max_steps,
         generations=t.grpo.num_generations if t.method == "grpo" else 1,
     )
+    if data.kind == "prompt" and t.method == "grpo":
+        _check_prompt_room(data, max_len, t.grpo.max_completion_length)
     stats.template = encoder.template.source if encoder.template and data.kind != "text" else None
     lost = stats.lost_rows
     if lost and len(lost) == stats.rows and not any(e.trained for e in data.encoded["train"]):

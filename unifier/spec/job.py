@@ -86,6 +86,23 @@ class JobSpec(Section):
             )
         if self.training.method == "grpo":
             self._grpo_rules()
+        if self.data.packing and self.training.method != "sft":
+            raise ValueError(
+                f"data.packing: {self.training.method} trains on whole pairs or prompts, which no backend packs; "
+                "set data.packing: false"
+            )
+        method = self.training.method
+        if self.eval.after_training and (method == "reward" or (method == "grpo" and not self.eval.retain)):
+            raise ValueError(
+                f"eval.after_training: a {self.training.method} run has no held-out answers to score "
+                + (
+                    "(a reward model writes no text)"
+                    if self.training.method == "reward"
+                    else "(GRPO's rows are prompts; only eval.retain, what it forgot, is scored)"
+                )
+                + ": set eval.after_training: false"
+                + ("" if self.training.method == "reward" else ", or give eval.retain")
+            )
         if self.training.method == "reward" and self.output.save != "adapter":
             raise ValueError(
                 f"output.save {self.output.save}: a reward model is saved as trained (its adapter with the score "

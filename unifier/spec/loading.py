@@ -143,16 +143,27 @@ def _resolve_rewards(spec: JobSpec, base: Path) -> None:
             ) from None
         except (OSError, UnicodeDecodeError, SyntaxError) as exc:
             raise UserError(f"{where}: {path} is not a readable Python file ({exc})") from None
-        defined = {
-            node.name for node in tree.body if isinstance(node, ast.FunctionDef)
-        }  # called synchronously
+        defined = {node.name: node for node in tree.body if isinstance(node, ast.FunctionDef)}
         if function not in defined:
             raise UserError(
                 f"{where}: {path} defines no top-level function {function!r}"
                 + (f" (it defines {', '.join(sorted(defined))})" if defined else "")
             )
+        arguments = defined[function].args
+        named = {a.arg for a in arguments.args + arguments.kwonlyargs}
+        if not {"prompts", "completions"} <= named and arguments.kwarg is None:
+            raise UserError(
+                f"{where}: {function}({', '.join(sorted(named))}) cannot take the reward arguments",
+                hint="define it as def "
+                + function
+                + "(prompts, completions, **columns) (the rows' columns arrive "
+                "by name, e.g. answer)",
+            )
         resolved.append(f"{_absolute(path)}:{function}")
-    spec.training.grpo.rewards = resolved
+    if len(set(resolved)) != len(resolved):
+        twice = next(name for name in resolved if resolved.count(name) > 1)
+        raise UserError(f"training.grpo.rewards: {twice} is named twice (by two spellings of its path)")
+    object.__setattr__(spec.training.grpo, "rewards", resolved)  # checked above; no re-validation of the list
 
 
 def apply_overrides(raw: dict[str, Any], overrides: list[str]) -> dict[str, Any]:

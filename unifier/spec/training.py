@@ -10,7 +10,7 @@ from __future__ import annotations
 import re
 from typing import Annotated, Any, Literal, Union
 
-from pydantic import Discriminator, Field, Tag, model_validator
+from pydantic import Discriminator, Field, Tag, field_validator, model_validator
 
 from .. import methods as method_table
 from .base import Section
@@ -58,7 +58,14 @@ BUILTIN_REWARDS = {
     "block, else 0",
     "length": "1 - completion tokens / max_completion_length (shorter answers score higher)",
 }
-REWARD_REFERENCE = re.compile(r"^(?P<file>[^:]+):(?P<function>[A-Za-z_][A-Za-z0-9_]*)$")
+REWARD_REFERENCE = re.compile(r"^(?P<file>.+):(?P<function>[A-Za-z_][A-Za-z0-9_]*)$")  # the last colon splits
+
+
+def reward_name(reference: str) -> str:
+    """What a reward is called in metrics.jsonl (rewards/<name>/mean) and by ms-swift: the built-in's name or
+    the function's."""
+    match = REWARD_REFERENCE.match(reference)
+    return reference if reference in BUILTIN_REWARDS or match is None else match["function"]
 
 
 class GRPOSpec(Section):
@@ -104,6 +111,13 @@ class GRPOSpec(Section):
     )
     epsilon: float = Field(0.2, gt=0, lt=1, description="PPO clipping range (both backends' default 0.2).")
 
+    @field_validator("reward_weights", mode="before")
+    @classmethod
+    def _numbers_not_booleans(cls, value: Any) -> Any:
+        if isinstance(value, list) and any(isinstance(weight, bool) for weight in value):
+            raise ValueError("expected numbers, not true/false")
+        return value
+
     @model_validator(mode="after")
     def _known_rewards(self):
         for index, name in enumerate(self.rewards):
@@ -112,8 +126,17 @@ class GRPOSpec(Section):
                     f"rewards[{index}] {name!r}: expected a built-in reward ({', '.join(BUILTIN_REWARDS)}) or "
                     "file.py:function"
                 )
-        if len(set(self.rewards)) != len(self.rewards):
-            raise ValueError("rewards: a reward is named twice (give it a weight in reward_weights instead)")
+        names = [reward_name(reference) for reference in self.rewards]
+        twice = sorted({name for name in names if names.count(name) > 1})
+        if twice:
+            raise ValueError(
+                f"rewards: two rewards are named {twice[0]!r} (metrics and ms-swift know a reward by its name): "
+                "rename one function, or give one reward a weight in reward_weights instead of naming it twice"
+            )
+        if self.reward_weights is not None and not any(self.reward_weights):
+            raise ValueError(
+                "reward_weights: every weight is 0, so no reward reaches the loss; give one a weight"
+            )
         if self.reward_weights is not None and len(self.reward_weights) != len(self.rewards):
             raise ValueError(
                 f"reward_weights has {len(self.reward_weights)} values for {len(self.rewards)} rewards: give one "
