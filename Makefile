@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 PIP := $(PY) -m pip
 STAMP := $(VENV)/.unifier-installed
 
-.PHONY: setup demo lint test test-fast mutation gpu-check bench clean
+.PHONY: setup setup-gpu demo lint test test-fast mutation gpu-check bench clean
 
 setup: $(STAMP)
 
@@ -18,6 +18,18 @@ $(STAMP): pyproject.toml constraints/cpu.txt
 	$(PIP) uninstall --quiet -y torchvision
 	# llama.cpp's GGUF converter into $(VENV)/share/llama.cpp, and its Python bindings (a CPU build, for the tests)
 	$(PY) -m unifier.llama_cpp --bindings --constraints constraints/cpu.txt
+	touch $(STAMP)
+
+# GPU set-up (Linux, an NVIDIA driver for CUDA 12): PyPI's torch wheel is the CUDA build; then every backend,
+# DeepSpeed and Liger (the gpu extra), and flash-attn where it builds (data.packing on ms-swift needs it)
+setup-gpu:
+	test -x $(PY) || python3 -m venv $(VENV)
+	$(PIP) install --quiet --upgrade pip
+	$(PIP) install --quiet torch==2.13.0
+	$(PY) -c "import torch; assert torch.version.cuda, 'torch is a CPU build: a GPU machine needs the CUDA wheel'"
+	$(PIP) install --quiet -e ".[all,gpu]"
+	$(PIP) install --quiet --no-build-isolation flash-attn || echo "flash-attn did not build here: data.packing on ms-swift needs it (everything else runs)"
+	$(PY) -m unifier.llama_cpp
 	touch $(STAMP)
 
 demo: setup

@@ -225,6 +225,19 @@ def trains_on_cpu(spec: JobSpec, here: bool) -> bool:
     return spec.compute.device == "cpu" or (here and spec.compute.device == "auto" and not cuda_visible())
 
 
+def deepspeed_problems(spec: JobSpec, here: bool) -> list[str]:
+    """compute.strategy zero*: DeepSpeed trains on GPUs only here (its CPU path needs oneCCL, which the CPU torch
+    build does not bring), and needs the deepspeed package (pip install 'unifier[gpu]')."""
+    strategy = spec.compute.strategy
+    if not strategy.startswith("zero"):
+        return []
+    if trains_on_cpu(spec, here):
+        return [f"compute.strategy '{strategy}' (DeepSpeed) needs GPUs; on CPU use ddp or fsdp2"]
+    if here and missing_packages(("deepspeed",)):
+        return [f"compute.strategy '{strategy}' needs the deepspeed package (pip install 'unifier[gpu]')"]
+    return []
+
+
 def capability_problems(spec: JobSpec, caps: Capabilities, backend: str) -> list[str]:
     """Everything in the spec this backend's capability table rules out."""
     problems = []
@@ -250,7 +263,7 @@ def capability_problems(spec: JobSpec, caps: Capabilities, backend: str) -> list
     if caps.max_processes is not None and world > caps.max_processes:
         problems.append(
             f"compute: {world} processes requested, {backend} runs at most {caps.max_processes}; "
-            "use the swift backend for multi-GPU or multi-node training"
+            "use the swift or peft backend for multi-GPU or multi-node training"
         )
     if spec.compute.nnodes > 1 and not caps.multi_node:
         problems.append(
@@ -260,7 +273,7 @@ def capability_problems(spec: JobSpec, caps: Capabilities, backend: str) -> list
     if strategy not in caps.strategies:
         problems.append(
             f"compute.strategy '{strategy}' is not supported by {backend} (supported: {', '.join(caps.strategies)}); "
-            "DeepSpeed ZeRO and FSDP2 run on the swift backend"
+            "DeepSpeed ZeRO and FSDP2 run on the swift and peft backends"
         )
     elif world == 1 and strategy in SHARDING_ONLY:
         problems.append(

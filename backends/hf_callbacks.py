@@ -41,8 +41,8 @@ class MetricsCallback(TrainerCallback):
         from unifier.metrics import metrics_record
 
         logs = logs or {}
-        if "loss" not in logs and "eval_loss" not in logs:
-            return
+        if not state.is_world_process_zero or ("loss" not in logs and "eval_loss" not in logs):
+            return  # every rank logs the same (gathered) numbers; the main process writes them
         now = time.perf_counter()
         steps = max(state.global_step - self._last_step, 1)
         step_time = (now - self._last_time) / steps if self._last_time and "loss" in logs else None
@@ -191,7 +191,21 @@ class ProbeCallback(TrainerCallback):
     def on_train_begin(self, args, state, control, model=None, train_dataloader=None, **kwargs):
         from .probe import record_train_start
 
-        record_train_start(self.folder, model, train_dataloader)
+        if state.is_world_process_zero:
+            record_train_start(self.folder, model, train_dataloader)
+
+
+class RankWeightsCallback(TrainerCallback):
+    """Several processes: at the end every rank writes the digest of its trainable weights (backends/ranks.py),
+    which unifier compares after training (one model trained together, not independent copies)."""
+
+    def __init__(self, folder: str | Path):
+        self.folder = str(folder)
+
+    def on_train_end(self, args, state, control, model=None, **kwargs):
+        from .ranks import write_rank_record
+
+        write_rank_record(self.folder, model, state.global_step)
 
 
 class ResumedScheduleCallback(TrainerCallback):
@@ -220,6 +234,7 @@ CALLBACK_FACTORIES = {
     "progress": lambda paths: RichProgressCallback(),
     "probe": lambda paths: ProbeCallback(paths["probe_dir"]),
     "schedule": lambda paths: ResumedScheduleCallback(),
+    "rank_check": lambda paths: RankWeightsCallback(paths["ranks_dir"]),
 }
 
 

@@ -384,16 +384,25 @@ def save_outputs(config, trainer, tokenizer):
     import os
 
     paths = config["paths"]
+    model = trainer.model
+    if trainer.args.world_size > 1:  # several processes: every rank gathers, the main process writes
+        state_dict = gathered_state_dict(trainer)
+        if not trainer.is_world_process_zero():
+            return
+        target = paths["model_dir"] if config["lora"] is None else paths["adapter_dir"]
+        model.save_pretrained(target, state_dict=state_dict)
+        tokenizer.save_pretrained(target)
+    elif config["lora"] is None:
+        trainer.save_model(paths["model_dir"])
+        tokenizer.save_pretrained(paths["model_dir"])
+    else:
+        model.save_pretrained(paths["adapter_dir"])
+        tokenizer.save_pretrained(paths["adapter_dir"])
     os.makedirs(trainer.args.output_dir, exist_ok=True)
     with open(os.path.join(trainer.args.output_dir, "log_history.json"), "w") as handle:
         json.dump(trainer.state.log_history, handle)
-    model = trainer.model
     if config["lora"] is None:
-        trainer.save_model(paths["model_dir"])
-        tokenizer.save_pretrained(paths["model_dir"])
         return
-    model.save_pretrained(paths["adapter_dir"])
-    tokenizer.save_pretrained(paths["adapter_dir"])
     stopped_early = trainer.state.global_step < trainer.state.max_steps  # on a signal: no slow merge
     if config["save"] in ("merged", "both") and not stopped_early:
         merge_adapter(
@@ -405,6 +414,16 @@ def save_outputs(config, trainer, tokenizer):
             paths["merged_dir"],
         )
         tokenizer.save_pretrained(paths["merged_dir"])
+
+
+def gathered_state_dict(trainer):
+    """The whole model's weights for saving, from every rank's part (FSDP2 / DeepSpeed shard them; DDP does not:
+    None, the model's own state dict)."""
+    if trainer.is_fsdp_enabled:
+        return trainer.accelerator.get_state_dict(trainer.model)
+    if trainer.is_deepspeed_enabled:
+        return trainer.accelerator.get_state_dict(trainer.deepspeed)
+    return None
 
 
 def merge_adapter(base_model, revision, trust_remote_code, dtype, adapter_dir, merged_dir):

@@ -1,4 +1,4 @@
-"""The plain backend: transformers + peft + trl, in-process, one process."""
+"""The plain backend: transformers + peft + trl: in unifier's process, or under torchrun with several."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ from typing import Any, ClassVar
 from unifier.spec import JobSpec
 
 from . import trl_config
-from .base import Capabilities, PlanContext
+from .base import Capabilities, PlanContext, deepspeed_problems
 from .trl_backend import TrlBackend
 
 
@@ -19,10 +19,18 @@ class PeftBackend(TrlBackend):
     script_name = "train_peft.py"
     capabilities = Capabilities(
         methods=("sft", "dpo", "orpo", "simpo", "reward", "grpo"),
-        strategies=("ddp",),
-        max_processes=1,
-        notes=("multi-process training: use the swift backend (torchrun, DeepSpeed, FSDP2)",),
+        strategies=("ddp", "zero2", "zero2_offload", "zero3", "zero3_offload", "fsdp2"),
+        multi_node=True,
+        notes=(
+            "several processes: torchrun starts the same program on every rank (the transformers Trainer's "
+            "DDP, FSDP2 with ms-swift's preset, DeepSpeed ZeRO through its integration), checked for identical "
+            "rank weights",
+            "DeepSpeed ZeRO-2/3 needs GPUs and the deepspeed package",
+        ),
     )
+
+    def backend_problems(self, spec: JobSpec, here: bool) -> list[str]:
+        return deepspeed_problems(spec, here)
 
     def requires_for(self, spec: JobSpec) -> tuple[str, ...]:
         return self.requires + (("bitsandbytes",) if spec.quantization.bits else ())

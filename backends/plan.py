@@ -25,9 +25,21 @@ class ScriptProgram:
     config: dict[str, Any]
     source: str
     path: str  # where the run folder keeps the printed script (native/)
+    # several processes: torchrun's flags on this node (the script runs as `python -m torch.distributed.run
+    # <launcher> <path>` on every node, each with its own --node_rank)
+    launcher: tuple[str, ...] = ()
+
+    def command(self) -> list[str]:
+        """How the printed script is started (on this node)."""
+        if self.launcher:
+            return ["python", "-m", "torch.distributed.run", *self.launcher, self.path]
+        return ["python", self.path]
 
     def render(self) -> str:
-        return self.source
+        if not self.launcher:
+            return self.source
+        launch = " ".join(shell_word(part) for part in self.command())
+        return f"# several processes: {launch}\n" + self.source
 
 
 @dataclass(frozen=True)

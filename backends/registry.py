@@ -20,10 +20,13 @@ class BackendEntry:
     module: str  # importable module path that defines BACKEND_CLASS
     pip_extra: str  # `pip install 'unifier[<extra>]'` installs what it needs
     description: str
-    # backend: auto tries backends in ascending priority for the device the job trains on ("cpu" / "cuda")
+    # backend: auto tries backends in ascending priority for the device the job trains on ("cpu" / "cuda"), and
+    # "several" for a job of more than one process
     auto_priority: dict[str, int] = field(default_factory=dict)
 
-    def priority(self, device: str) -> int:
+    def priority(self, device: str, several: bool = False) -> int:
+        if several and "several" in self.auto_priority:
+            return self.auto_priority["several"]
         return self.auto_priority.get(device, 1000)
 
 
@@ -59,9 +62,10 @@ class Registry:
             self._backends[name] = module.BACKEND_CLASS(entry)
         return self._backends[name]
 
-    def auto_order(self, device: str) -> list[str]:
-        """Backends in the order `backend: auto` tries them on this device (stable for equal priorities)."""
-        return [e.name for e in sorted(self._entries.values(), key=lambda e: e.priority(device))]
+    def auto_order(self, device: str, several: bool = False) -> list[str]:
+        """Backends in the order `backend: auto` tries them on this device, for one process or several (stable
+        for equal priorities)."""
+        return [e.name for e in sorted(self._entries.values(), key=lambda e: e.priority(device, several))]
 
 
 BUILTIN = Registry(
@@ -78,7 +82,7 @@ BUILTIN = Registry(
             module="unifier.backends.swift",
             pip_extra="swift",
             description="ms-swift 4.x (swift sft / swift rlhf): torchrun, DeepSpeed ZeRO-2/3, FSDP2, multi-node",
-            auto_priority={"cpu": 2, "cuda": 2},
+            auto_priority={"cpu": 2, "cuda": 2, "several": -1},  # the engine that scales out
         ),
         BackendEntry(
             name="unsloth",

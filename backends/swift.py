@@ -8,11 +8,8 @@ models, its own shuffling, versioned output folders) never reach a unifier run. 
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
-import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -24,8 +21,17 @@ from unifier.runfolder import RunFolder
 from unifier.spec import JobSpec
 
 from . import trl_config
-from .base import Backend, Capabilities, PlanContext, RunResult, missing_packages, trains_on_cpu
-from .plan import CheckRanks, CollectCheckpoint, CommandProgram, DataView, MergeAdapter, Plan, grouped_flags
+from .base import (
+    Backend,
+    Capabilities,
+    PlanContext,
+    RunResult,
+    deepspeed_problems,
+    missing_packages,
+    trains_on_cpu,
+)
+from .plan import CollectCheckpoint, CommandProgram, DataView, MergeAdapter, Plan, grouped_flags
+from .ranks import check_ranks
 
 PLUGIN = Path(__file__).with_name("swift_plugin.py")
 # config.json model_type -> ms-swift --model_type, for local folders (hub names are resolved by ms-swift itself)
@@ -99,20 +105,13 @@ class SwiftBackend(Backend):
             problems.append(
                 "data.packing with ms-swift needs flash-attention on a GPU; set data.packing: false on CPU"
             )
-        if spec.compute.strategy.startswith("zero") and on_cpu:
-            problems.append(
-                f"compute.strategy '{spec.compute.strategy}' (DeepSpeed) needs GPUs; on CPU use ddp or fsdp2"
-            )
+        problems += deepspeed_problems(spec, here)
         try:
             swift_model_type(spec)
         except UserError as exc:
             problems.append(exc.message)
         if not here:
             return problems
-        if spec.compute.strategy.startswith("zero"):
-            problems += [
-                f"missing package: {m} (pip install deepspeed)" for m in missing_packages(("deepspeed",))
-            ]
         if spec.data.packing:
             problems += [
                 f"missing package: {m} (data.packing with ms-swift needs it: pip install flash-attn)"
@@ -418,7 +417,7 @@ class SwiftBackend(Backend):
 
             # torchrun's workers cannot reach the terminal: unifier draws their progress from metrics.jsonl
             with terminal.progress_from_metrics(RunFolder(plan.run_dir).metrics, planned_steps(argv)):
-                launch(argv, program.env)
+                launch(argv, program.env, str(RunFolder(plan.run_dir).ranks))
         from .after_training import run_step
 
         details: dict[str, Any] = {
@@ -439,49 +438,18 @@ def planned_steps(argv: list[str]) -> int | None:
     return steps if steps > 0 else None
 
 
-def launch(argv: list[str], env: dict[str, str]) -> None:
+def launch(argv: list[str], env: dict[str, str], ranks_dir: str) -> None:
     """What `swift sft` does with NPROC_PER_NODE set (torchrun over ms-swift's entry script), started directly
-    so that torchrun is unifier's child: it holds the run folder's lock and gets SIGTERM when unifier dies
-    (torchrun then stops its workers; the swift CLI would not pass that on). A signal to unifier's process
-    group reaches torchrun and its workers (they stop at the next step, see swift_plugin); a signal to unifier
-    alone reaches them through the run folder's stop request."""
-    from unifier import terminal
-    from unifier.runlock import held_fds
-
-    child = subprocess.Popen(
-        torchrun_command(argv, env),
-        env={**os.environ, **env},
-        preexec_fn=die_with_parent,
-        pass_fds=held_fds() + terminal.held_fds(),
-    )
-    try:
-        code = child.wait()
-    except BaseException:  # unifier stops at once (a second signal): so do its training processes
-        child.kill()
-        child.wait()
-        raise
-    if code != 0:
-        raise RuntimeError(f"{' '.join(argv[:2])} exited with code {code}")
-
-
-def torchrun_command(argv: list[str], env: dict[str, str]) -> list[str]:
-    """ms-swift's own translation (swift.cli.main) of `swift <subcommand> ...` under NPROC_PER_NODE/NNODES."""
+    so that torchrun is unifier's child (backends/ranks.py: the lock, signals, a failed rank named)."""
     import importlib.util
 
     from swift.cli.main import ROUTE_MAPPING, get_torchrun_args
 
+    from .ranks import launch as launch_ranks
+
     os.environ.update(env)
     script = importlib.util.find_spec(ROUTE_MAPPING[argv[1]]).origin
-    return [sys.executable, "-m", "torch.distributed.run", *(get_torchrun_args() or []), script, *argv[2:]]
-
-
-def die_with_parent() -> None:
-    """In the child, before exec: SIGTERM when unifier's process ends (Linux), so no training is orphaned."""
-    import ctypes
-    import signal
-
-    with contextlib.suppress(OSError, AttributeError):
-        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+    launch_ranks(get_torchrun_args() or [], [script, *argv[2:]], env, ranks_dir)
 
 
 def swift_model_type(spec: JobSpec) -> str | None:
@@ -537,14 +505,7 @@ def after_training(ctx: PlanContext) -> tuple:
             )
         )
     if ctx.multi_process:
-        c = spec.compute
-        steps.append(
-            CheckRanks(
-                ranks_dir=str(folder.ranks),
-                expected_ranks=c.nproc_per_node if c.nnodes == 1 else None,
-                world_size=c.world_size,
-            )
-        )
+        steps.append(check_ranks(ctx))
     return tuple(steps)
 
 

@@ -64,27 +64,6 @@ def swift_callback(make):
     return Forwarding
 
 
-class RankWeightsCallback(TrainerCallback):
-    def on_train_end(self, args, state, control, model=None, **kwargs):
-        import torch.distributed as dist
-        from unifier.backends.probe import trainable_digest
-
-        target = model if model is not None else self.trainer.model
-        initialized = dist.is_available() and dist.is_initialized()
-        record = {
-            "rank": int(os.environ.get("RANK", 0)),
-            "world_size": dist.get_world_size() if initialized else 1,
-            "distributed_initialized": initialized,
-            "backend": dist.get_backend() if initialized else None,
-            "global_step": state.global_step,
-            "trainable_digest": trainable_digest(target),
-        }
-        folder = run_folder().ranks
-        os.makedirs(folder, exist_ok=True)
-        with open(os.path.join(folder, f"rank{record['rank']}.json"), "w") as handle:
-            json.dump(record, handle)
-
-
 class ProbeCallback(TrainerCallback):
     """output.probe: what the trainer trains on, recorded under <run folder>/probe (backends/probe.py)."""
 
@@ -93,17 +72,6 @@ class ProbeCallback(TrainerCallback):
 
         if main_process():
             record_train_start(str(run_folder().probe), model, train_dataloader)
-
-
-def accept_indexed_cpu_locations():
-    """Resuming a multi-process CPU run: transformers loads optimizer.pt with map_location=args.device, which is
-    'cpu:0' under gloo, a location torch.load does not know; treat 'cpu:N' as the CPU."""
-    import torch.serialization
-
-    def restore(storage, location):
-        return storage if isinstance(location, str) and location.startswith("cpu:") else None
-
-    torch.serialization.register_package(30, lambda obj: None, restore)
 
 
 def register_tokens_template():
@@ -214,11 +182,9 @@ def install():
         from unifier.backends.remote_code import forbid_remote_code
 
         forbid_remote_code()
-    if os.environ.get("LOCAL_RANK") is not None:  # a torchrun worker: stop gracefully on the first signal too
-        from unifier.interrupts import install_worker_handlers
+    from unifier.backends.ranks import prepare_worker
 
-        install_worker_handlers()
-        accept_indexed_cpu_locations()
+    prepare_worker()  # a torchrun worker: stop gracefully on the first signal, its error named if it fails
     register_tokens_template()
     register_rewards()
     callbacks_map.update(
@@ -240,7 +206,9 @@ def install():
                 lambda: hf_callbacks.RichProgressCallback() if main_process() else None
             ),
             "unifier_cpu_4bit": swift_callback(hf_callbacks.CpuFourBitCallback),
-            "unifier_rank_check": RankWeightsCallback,
+            "unifier_rank_check": swift_callback(
+                lambda: hf_callbacks.RankWeightsCallback(run_folder().ranks)
+            ),
             "unifier_probe": ProbeCallback,
             "unifier_schedule": swift_callback(hf_callbacks.ResumedScheduleCallback),
         }

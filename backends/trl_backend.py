@@ -16,6 +16,7 @@ from unifier import methods as method_table
 from . import trl_config
 from .base import Backend, PlanContext, RunResult, render_program
 from .plan import Plan, ScriptProgram
+from .ranks import check_ranks, launch, node_rank, torchrun_args
 
 LIBRARY = Path(__file__).with_name("inline_library.py")
 CALLBACKS = ("metrics", "health", "stop_on_signal", "scrub_secrets", "progress", "probe")
@@ -74,15 +75,21 @@ class TrlBackend(Backend):
             config=config,
             source=source,
             path=str(ctx.folder.native_program(self.script_name)),
+            launcher=tuple(torchrun_args(ctx.spec.compute)) if ctx.multi_process else (),
         )
         callbacks = tuple(name for name in CALLBACKS if name != "probe" or ctx.spec.output.probe)
         callbacks += ("schedule",) if ctx.resume_from else ()
+        after: tuple = ()
+        if ctx.multi_process:  # torchrun's workers cannot reach the terminal: unifier draws their progress
+            callbacks = (*(name for name in callbacks if name != "progress"), "rank_check")
+            after = (check_ranks(ctx),)
         return Plan(
             backend=self.name,
             run_dir=str(ctx.folder.root),
             data_kind=ctx.data_kind,
             program=program,
             callbacks=callbacks,
+            after_training=after,
             notes=self.notes(ctx, config),
             resume_from=ctx.resume_from,
             world_size=ctx.spec.compute.world_size,
@@ -99,11 +106,35 @@ class TrlBackend(Backend):
         self.prepare_process(plan)
         module_name, function = program.entry.split(":")
         script = Path(program.path)
-        script.parent.mkdir(parents=True, exist_ok=True)
-        script.write_text(plan.render(), encoding="utf-8")
-        main = getattr(importlib.import_module(module_name), function)
-        main(program.config, callbacks=build_callbacks(plan.callbacks, program.config["paths"]))
-        return RunResult(native_command=f"python {script}", backend_details=self.details(plan))
+        if node_rank(program.launcher) == 0:  # other nodes of a multi-node run write nothing
+            script.parent.mkdir(parents=True, exist_ok=True)
+            script.write_text(plan.render(), encoding="utf-8")
+        if not program.launcher:
+            main = getattr(importlib.import_module(module_name), function)
+            main(program.config, callbacks=build_callbacks(plan.callbacks, program.config["paths"]))
+            return RunResult(native_command=f"python {script}", backend_details=self.details(plan))
+        self.launch_ranks(plan)
+        from .after_training import run_step
+
+        details = {"process_mode": "subprocess (torchrun)", **self.details(plan)}
+        for step in plan.after_training:
+            details.update(run_step(step))
+        return RunResult(native_command=" ".join(program.command()), backend_details=details)
+
+    def launch_ranks(self, plan: Plan) -> None:
+        """torchrun starts the program's processes on this node (backends/trl_worker.py builds the callbacks in
+        each); unifier draws their progress from metrics.jsonl."""
+        import json
+
+        from unifier import terminal
+
+        program = plan.program
+        paths = program.config["paths"]
+        entry = ["-m", "unifier.backends.trl_worker", program.entry, ",".join(plan.callbacks)]
+        env = {"UNIFIER_PROGRAM_CONFIG": json.dumps(program.config)}
+        steps = program.config["trainer_args"].get("max_steps", -1)
+        with terminal.progress_from_metrics(Path(paths["metrics_file"]), steps if steps > 0 else None):
+            launch(list(program.launcher), entry, env, paths["ranks_dir"])
 
     def prepare_process(self, plan: Plan) -> None:
         """Environment the program needs in unifier's own process (before its imports)."""

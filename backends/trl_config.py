@@ -118,7 +118,8 @@ def optimisation_section(ctx: PlanContext) -> dict[str, Any]:
         "per_device_train_batch_size": t.per_device_batch_size,
         "per_device_eval_batch_size": t.per_device_batch_size,
         "gradient_accumulation_steps": t.gradient_accumulation_steps,
-        "gradient_checkpointing": t.gradient_checkpointing,
+        # FSDP2 checkpoints activations itself (FSDP2_PRESET); transformers refuses both at once
+        "gradient_checkpointing": t.gradient_checkpointing and not shards_with_fsdp2(ctx),
         "seed": t.seed,
     }
     return {
@@ -189,9 +190,87 @@ def reward_entries(ctx: PlanContext) -> list[dict[str, Any]]:
     return entries
 
 
+# compute.strategy fsdp2: ms-swift's preset (swift/config/fsdp2.json), so both backends shard the same way
+FSDP2_PRESET = {
+    "fsdp": "full_shard auto_wrap",
+    "fsdp_config": {
+        "fsdp_version": 2,
+        "reshard_after_forward": True,
+        "auto_wrap_policy": "TRANSFORMER_BASED_WRAP",
+        "cpu_ram_efficient_loading": True,
+        "state_dict_type": "SHARDED_STATE_DICT",
+        "activation_checkpointing": True,
+    },
+}
+
+
+def shards_with_fsdp2(ctx: PlanContext) -> bool:
+    return ctx.multi_process and ctx.spec.compute.strategy == "fsdp2"
+
+
+def deepspeed_config(strategy: str) -> dict[str, Any]:
+    """compute.strategy zero2 / zero3 (/ _offload): ms-swift's DeepSpeed presets (swift/config/zero*.json);
+    "auto" values are filled in by transformers from the trainer's arguments."""
+    stage = 3 if strategy.startswith("zero3") else 2
+    device = "cpu" if strategy.endswith("_offload") else "none"
+    zero: dict[str, Any] = {
+        "stage": stage,
+        "offload_optimizer": {"device": device, "pin_memory": True},
+        "overlap_comm": False,
+        "contiguous_gradients": True,
+    }
+    if stage == 2:
+        zero.update(
+            allgather_partitions=True,
+            allgather_bucket_size=2e8,
+            reduce_scatter=True,
+            reduce_bucket_size=2e8,
+        )
+    else:
+        zero.update(
+            offload_param={"device": device, "pin_memory": True},
+            sub_group_size=1e9,
+            reduce_bucket_size="auto",
+            stage3_prefetch_bucket_size="auto",
+            stage3_param_persistence_threshold="auto",
+            stage3_max_live_parameters=1e9,
+            stage3_max_reuse_distance=1e9,
+            stage3_gather_16bit_weights_on_model_save=True,
+        )
+    return {
+        "fp16": {
+            "enabled": "auto",
+            "loss_scale": 0,
+            "loss_scale_window": 1000,
+            "initial_scale_power": 16,
+            "hysteresis": 2,
+            "min_loss_scale": 1,
+        },
+        "bf16": {"enabled": "auto"},
+        "zero_optimization": zero,
+        "gradient_accumulation_steps": "auto",
+        "gradient_clipping": "auto",
+        "steps_per_print": 2000,
+        "train_batch_size": "auto",
+        "train_micro_batch_size_per_gpu": "auto",
+        "wall_clock_breakdown": False,
+    }
+
+
 def compute_section(ctx: PlanContext) -> dict[str, Any]:
-    dtype = ctx.spec.model.dtype
-    return {"trainer_args": {"bf16": dtype == "bfloat16", "fp16": dtype == "float16", "use_cpu": ctx.on_cpu}}
+    dtype, strategy = ctx.spec.model.dtype, ctx.spec.compute.strategy
+    args: dict[str, Any] = {"bf16": dtype == "bfloat16", "fp16": dtype == "float16", "use_cpu": ctx.on_cpu}
+    if shards_with_fsdp2(ctx):
+        args.update(json_copy(FSDP2_PRESET))
+    if strategy.startswith("zero"):  # one process: only *_offload passes check() (ZeRO-Offload)
+        args["deepspeed"] = deepspeed_config(strategy)
+    return {"trainer_args": args}
+
+
+def json_copy(value: Any) -> Any:
+    import json
+
+    return json.loads(json.dumps(value))
 
 
 def output_section(ctx: PlanContext) -> dict[str, Any]:

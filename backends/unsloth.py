@@ -45,7 +45,7 @@ class UnslothBackend(TrlBackend):
         dora=False,
         packing="GPU only",
         notes=(
-            "multi-GPU: unsloth's DDP support is not verified here; use the swift backend",
+            "multi-GPU: unsloth's DDP support is not verified here; use the swift or peft backend",
             "4-bit is always NF4 with double quantization (unsloth fixes both)",
             "CPU: no packing (unsloth turns it off silently, so unifier refuses it); adamw_torch runs fused",
         ),

@@ -307,6 +307,24 @@ def grpo_runs(tmp_path_factory) -> Scenario:
     return compare_scenario(tmp_path_factory, "grpo", raw, env={"UNIFIER_TEST_REWARD_LOG": str(log)})
 
 
+# two processes of two rows each (global batch 4, as the reference run's one process with four), gloo DDP
+TWO_PROCESSES = {
+    "training.max_steps": REFERENCE_STEPS,
+    "training.per_device_batch_size": 2,
+    "compute.nproc_per_node": 2,
+    "training.save_steps": 4,
+}
+
+
+@pytest.fixture(scope="session")
+def two_process_runs(tmp_path_factory) -> Scenario:
+    """The tiny recipe on two processes (torchrun, gloo DDP on CPU) with peft and swift: the multi-process
+    parity, rank-check, FSDP2 and kill/resume tests assert on these runs."""
+    raw = recipe_with(**{key.replace(".", "__"): value for key, value in TWO_PROCESSES.items()})
+    raw["compute"]["master_port"] = 29731
+    return compare_scenario(tmp_path_factory, "two-processes", raw, backends=("peft", "swift"))
+
+
 TEXT_STEPS = 20
 
 

@@ -13,12 +13,11 @@ from unifier.backends.plan import CheckRanks
 
 from .conftest import (
     REFERENCE_STEPS,
+    TWO_PROCESSES,
     assert_complete_run,
-    load_recipe,
     read_jsonl,
     train,
     unify,
-    write_recipe,
 )
 from .helpers import assert_resumed_like, kill_and_resume
 
@@ -29,25 +28,10 @@ def losses(rows: list[dict]) -> list[float]:
     return [row["loss"] for row in rows if row.get("loss") is not None]
 
 
-TWO_PROCESSES = {
-    "training.max_steps": REFERENCE_STEPS,
-    "training.per_device_batch_size": 2,
-    "compute.nproc_per_node": 2,
-    "training.save_steps": 4,
-}
-
-
-@pytest.fixture(scope="module")
-def ddp_run(tmp_path_factory):
+@pytest.fixture
+def ddp_run(two_process_runs):
     """Two processes, two rows each (global batch 4, as the reference run's one process with four), gloo."""
-    folder = tmp_path_factory.mktemp("ddp")
-    raw = load_recipe()
-    raw["output"]["dir"] = str(folder / "runs" / "{name}-{backend}")
-    raw["name"] = "ddp"
-    for dotted, value in {**TWO_PROCESSES, "compute.master_port": 29731}.items():
-        section, key = dotted.split(".")
-        raw[section][key] = value
-    return train(write_recipe(folder, raw), "swift")
+    return two_process_runs.run("swift")
 
 
 def test_two_process_cpu_run_is_really_data_parallel(ddp_run, reference_runs, tiny_recipe):

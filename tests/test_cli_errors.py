@@ -61,7 +61,7 @@ def test_invalid_yaml(tmp_path):
 
 def test_unsupported_feature_for_backend(tiny_recipe, tmp_path):
     recipe = tiny_recipe({"compute.nproc_per_node": 2})
-    assert_user_error(unify("run", str(recipe), "-b", "peft"), "use the swift backend")
+    assert_user_error(unify("run", str(recipe), "-b", "unsloth"), "use the swift or peft backend")
     assert not (tmp_path / "runs").exists()
 
 

@@ -168,7 +168,7 @@ def test_a_local_model_folder_gets_its_swift_model_type_from_config_json(
 
 def test_refusals_the_readme_promises(tiny_recipe):
     zero = unify("validate", str(RECIPES / "qwen3-8b-lora-zero2-8gpu.yaml"), "-b", "swift")
-    assert zero.returncode == 0 and "missing package: deepspeed" in zero.stdout
+    assert zero.returncode == 0 and "needs the deepspeed package (pip install 'unifier[gpu]')" in zero.stdout
     on_cpu = unify(
         "validate",
         str(tiny_recipe({"compute.nproc_per_node": 2, "compute.strategy": "zero2"})),
@@ -199,26 +199,43 @@ def test_every_strategy_acts_on_every_backend_or_is_refused(tiny_recipe, process
         spec = load_spec(tiny_recipe(changes, name=f"{strategy}-{processes}.yaml"))
         for backend in all_backends():
             problems = backend.check(spec, here=False)
-            if strategy == "ddp" and (processes == 1 or backend.name == "swift"):
+            if strategy == "ddp" and (processes == 1 or backend.name in ("swift", "peft")):
                 assert not problems, (strategy, backend.name, problems)
                 continue
             if problems:
                 assert any("compute" in p for p in problems), (strategy, backend.name, problems)
                 continue
-            assert backend.name == "swift", (strategy, processes, backend.name, "accepted")
-            argv = list(plan(spec, "swift").program.argv)
-            flag = "--fsdp" if strategy == "fsdp2" else "--deepspeed"
-            assert argv[argv.index(flag) + 1] == strategy, (strategy, processes, argv)
+            assert backend.name in ("swift", "peft"), (strategy, processes, backend.name, "accepted")
             assert processes == 2 or strategy.endswith("_offload")
+            if backend.name == "swift":
+                argv = list(plan(spec, "swift").program.argv)
+                flag = "--fsdp" if strategy == "fsdp2" else "--deepspeed"
+                assert argv[argv.index(flag) + 1] == strategy, (strategy, processes, argv)
+                continue
+            args = plan(spec, "peft").program.config["trainer_args"]
+            if strategy == "fsdp2":  # ms-swift's preset, passed to the Trainer
+                assert args["fsdp"] == "full_shard auto_wrap" and args["fsdp_config"]["fsdp_version"] == 2
+                assert args["gradient_checkpointing"] is False  # FSDP2's activation checkpointing instead
+            else:
+                zero = args["deepspeed"]["zero_optimization"]
+                assert zero["stage"] == (3 if strategy.startswith("zero3") else 2), (strategy, zero)
+                offload = "cpu" if strategy.endswith("_offload") else "none"
+                assert zero["offload_optimizer"]["device"] == offload, (strategy, zero)
 
 
 def test_a_strategy_a_backend_cannot_run_is_refused_by_validate_and_run(tiny_recipe):
-    peft = tiny_recipe({"compute.strategy": "zero3_offload"}, name="offload.yaml")
-    for command in (["validate", str(peft), "-b", "peft"], ["run", str(peft), "-b", "peft"]):
+    offload = tiny_recipe({"compute.strategy": "zero3_offload"}, name="offload.yaml")
+    for command in (["validate", str(offload), "-b", "unsloth"], ["run", str(offload), "-b", "unsloth"]):
         result = unify(*command)
         assert result.returncode == 2 and "Traceback" not in result.stderr, result.stderr[-2000:]
-        assert "compute.strategy 'zero3_offload' is not supported by peft" in result.stderr
-    auto = unify("validate", str(peft))  # backend auto skips what cannot run it: swift, which needs a GPU
+        assert "compute.strategy 'zero3_offload' is not supported by unsloth" in result.stderr
+    for backend in (
+        "peft",
+        "swift",
+    ):  # DeepSpeed does not train on this CPU (no oneCCL): refused, not dropped
+        result = unify("run", str(offload), "-b", backend)
+        assert result.returncode == 2 and "(DeepSpeed) needs GPUs" in result.stderr, result.stderr[-2000:]
+    auto = unify("validate", str(offload))  # backend auto skips what cannot run it
     assert auto.returncode == 2 and "(DeepSpeed) needs GPUs" in auto.stderr, auto.stdout + auto.stderr
     one = unify("validate", str(tiny_recipe({"compute.strategy": "zero2"}, name="zero2.yaml")), "-b", "swift")
     assert one.returncode == 2 and "changes nothing with one process" in one.stderr, one.stderr

@@ -258,7 +258,7 @@ def validate(
         out.print(f"  [yellow]not read[/] (read through `datasets` when the job runs): {skipped}")
     out.print(f"  backend: {label}")
     for problem in missing_here:
-        out.print(f"  [yellow]not runnable on this machine[/]: {problem}", highlight=False)
+        out.print(f"  [yellow]not runnable on this machine[/]: {escape(problem)}", highlight=False)
     if tokens and data.train:
         if stats is None:
             out.print(f"  tokens: not counted ({note})", highlight=False)
@@ -347,6 +347,12 @@ def plan(
     quiet: bool = typer.Option(
         False, "--quiet", "-q", help="Only the program: no backend choice or memory estimate on stderr."
     ),
+    launcher: str | None = typer.Option(
+        None,
+        "--launcher",
+        help="slurm: an sbatch script that starts the job on every node; torchrun: one command per node. "
+        "With --write DIR the files go into DIR.",
+    ),
 ):
     """Print the exact native script or command a backend would run (nothing is run or written without --write).
 
@@ -354,6 +360,9 @@ def plan(
     per GPU go to standard error."""
     from .core import plan as make_plan
 
+    if launcher is not None:
+        _print_launch_files(recipe, backend, set_ or [], launcher, write, quiet)
+        return
     if write is not None:
         from .running import prepare as prepare_run
 
@@ -370,6 +379,24 @@ def plan(
         sys.stdout.write(json.dumps(the_plan.to_json(), indent=2, default=str) + "\n")
     else:
         sys.stdout.write(the_plan.render().rstrip("\n") + "\n")
+
+
+def _print_launch_files(
+    recipe: Path, backend, overrides: list[str], launcher: str, write, quiet: bool
+) -> None:
+    from . import launchers
+    from .core import checked_backend
+    from .core import plan as make_plan
+
+    spec = _load(recipe, overrides)
+    chosen = checked_backend(spec, backend, here=False)
+    files = launchers.launch_files(launcher, spec, chosen.name, recipe, overrides)
+    if write is not None:
+        for path in launchers.write(files, write):
+            err.print(f"wrote {path}", highlight=False, soft_wrap=True)
+    if not quiet:
+        _print_plan_commentary(spec, backend or spec.backend, make_plan(spec, chosen.name))
+    sys.stdout.write(launchers.render(files))
 
 
 def _print_plan_commentary(spec, requested: str, the_plan) -> None:

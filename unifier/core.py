@@ -31,8 +31,8 @@ def get_backend(name: str):
 
 
 def choose_backend(spec: JobSpec, requested: str | None = None, *, here: bool = True):
-    """Resolve 'auto': the first backend, in the registry's priority order for the device the job trains on,
-    whose check() passes. here=False judges only what each backend can ever do (not what this machine has
+    """Resolve 'auto': the first backend, in the registry's priority order for the device the job trains on (and
+    for several processes: ms-swift first), whose check() passes. here=False judges only what each backend can ever do (not what this machine has
     installed): `unify plan` shows the plan for a recipe meant for another machine."""
     name = requested or spec.backend
     if name != "auto":
@@ -41,7 +41,7 @@ def choose_backend(spec: JobSpec, requested: str | None = None, *, here: bool = 
         training_device(spec.compute.device) if here or spec.compute.device == "auto" else spec.compute.device
     )
     reasons = []
-    for candidate in registry().auto_order(device):
+    for candidate in registry().auto_order(device, several=spec.compute.world_size > 1):
         backend = get_backend(candidate)
         problems = backend.check(spec, here=here)
         if not problems:

@@ -177,8 +177,8 @@ def run_script(the_plan) -> str:
 
     from .backends.plan import ScriptProgram
 
-    program = Path(the_plan.program.path)
-    runner = "python" if isinstance(the_plan.program, ScriptProgram) else "bash"
+    program = the_plan.program
+    command = program.command() if isinstance(program, ScriptProgram) else ["bash", program.path]
     steps = "".join(
         f"#   {line[2:]}\n" for line in the_plan.render().splitlines() if line.startswith("# then unifier")
     )
@@ -188,7 +188,7 @@ def run_script(the_plan) -> str:
         + (f"# what `unify run` does after it (not done here):\n{steps}" if steps else "")
         + "set -euo pipefail\n"
         + f'export PATH={shlex.quote(str(Path(sys.executable).parent))}:"$PATH"\n'
-        + f'exec {runner} {shlex.quote(str(program))} "$@"\n'
+        + f'exec {" ".join(shlex.quote(part) for part in command)} "$@"\n'
     )
 
 
@@ -417,6 +417,8 @@ def _execute(job: Job) -> RunOutcome:
                 record.update(
                     status="failed", ended=now(), error=message, traceback=traceback.format_exc(limit=20)
                 )
+                if getattr(exc, "failures", None):  # a multi-process run: which rank failed, and how
+                    record["failed_ranks"] = exc.failures
                 raise TrainingFailed(
                     f"{job.backend.name} training failed: {message} (details in {folder.run_json})"
                 ) from exc

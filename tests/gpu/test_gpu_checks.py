@@ -3,6 +3,7 @@
 1. unsloth's GPU path (not its CPU fallback) trains QLoRA on the tiny local model and saves a PEFT adapter.
 2. Parity on GPU in bf16: peft vs unsloth (and ms-swift where it is installed) through `unify compare`,
    with the measured differences written to $UNIFIER_GPU_RESULTS so the tolerances come from a real run.
+3. With two or more GPUs: peft vs ms-swift on two processes under DDP, ZeRO-2/3 and FSDP2 (NCCL, rank check).
 """
 
 import importlib.util
@@ -127,3 +128,44 @@ def test_parity_on_gpu_in_bf16(tmp_path, base):
         assert pair["losses"]["steps_compared"] == STEPS
         # bf16 with different fused kernels (unsloth) drifts; 5% relative is the gate until a run records better
         assert pair["losses"]["max_relative_difference"] < 5e-2, pair["losses"]
+
+
+def _gpus() -> int:
+    import torch
+
+    return torch.cuda.device_count()
+
+
+@pytest.mark.skipif(not _cuda() or _gpus() < 2, reason="needs two CUDA GPUs")
+@pytest.mark.parametrize("strategy", ["ddp", "zero2", "zero3", "fsdp2"])
+def test_two_gpus_peft_vs_swift(tmp_path, strategy):
+    """Several GPUs (NCCL): peft and ms-swift on two processes with each strategy, the rank check on both and
+    the measured loss differences recorded (DeepSpeed needs the deepspeed package: `make setup-gpu`)."""
+    if strategy.startswith("zero") and importlib.util.find_spec("deepspeed") is None:
+        pytest.skip("deepspeed is not installed")
+    recipe = gpu_recipe(
+        tmp_path,
+        "tiny-cpu-sft.yaml",
+        compute={"device": "cuda", "nproc_per_node": 2, "strategy": strategy, "master_port": 29811},
+        training={"per_device_batch_size": 2},
+    )
+    output = tmp_path / "compare"
+    result = unify(
+        "compare", str(recipe), "--backends", "peft,swift", "--output", str(output),
+        "--loss-rtol", "1", "--weight-atol", "1", "--final-weight-atol", "10", timeout=1800,
+    )  # fmt: skip
+    report = json.loads((output / "compare.json").read_text()) if (output / "compare.json").is_file() else {}
+    record(
+        f"two_gpus_{strategy}",
+        {
+            "exit_code": result.returncode,
+            "losses": [p["losses"] for p in report.get("pairs", [])],
+            "log_tail": (result.stdout + result.stderr)[-2000:],
+        },
+    )
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    for run in report["runs"]:
+        details = json.loads((Path(run["folder"]) / "run.json").read_text())["backend_details"]
+        assert details["rank_check"]["process_group_backend"] == "nccl", run["backend"]
+    (pair,) = report["pairs"]
+    assert pair["samples"]["identical"] is True and pair["losses"]["max_relative_difference"] < 5e-2

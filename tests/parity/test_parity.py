@@ -305,3 +305,19 @@ def test_grpo_prompts_rewards_and_learning(grpo_runs):
 
 def shared_log(scenario) -> Path:
     return Path(scenario.recipe).parents[1] / "grpo-rewards"
+
+
+@pytest.mark.slow
+def test_two_processes_peft_vs_swift(two_process_runs):
+    """Two processes each (torchrun, gloo DDP on CPU, two rows per rank): rank 0's tokenized samples, the
+    trainable parameters, initial weights, per-step losses and final adapters agree peft vs swift."""
+    report = two_process_runs.report
+    assert two_process_runs.code == 0, two_process_runs.log[-3000:]
+    (pair,) = report["pairs"]
+    assert pair["samples"]["identical"] is True and pair["trainable"]["identical"] is True
+    assert pair["initial_weights_max_abs_diff"] == 0.0
+    assert pair["losses"]["steps_compared"] == REFERENCE_STEPS
+    assert pair["losses"]["max_relative_difference"] <= LOSS_RTOL and final_weights_equal(pair)
+    for run in report["runs"]:
+        record = json.loads((Path(run["folder"]) / "run.json").read_text())
+        assert record["backend_details"]["rank_check"]["identical_weights"] is True, run["backend"]
