@@ -226,8 +226,8 @@ def trains_on_cpu(spec: JobSpec, here: bool) -> bool:
 
 
 def deepspeed_problems(spec: JobSpec, here: bool) -> list[str]:
-    """compute.strategy zero*: DeepSpeed trains on GPUs only here (its CPU path needs oneCCL, which the CPU torch
-    build does not bring), and needs the deepspeed package (pip install 'unifier[gpu]')."""
+    """compute.strategy zero*: unifier runs DeepSpeed on GPUs only for now (it does train on CPU over gloo, measured
+    by hand; not wired in yet), and it needs the deepspeed package (pip install 'unifier[gpu]')."""
     strategy = spec.compute.strategy
     if not strategy.startswith("zero"):
         return []
