@@ -7,6 +7,7 @@ into a run (trl's bf16=True on CPU, its shuffling, its NaN-filtered loss logging
 
 from __future__ import annotations
 
+import copy
 from typing import Any
 
 from unifier import methods as method_table
@@ -261,16 +262,10 @@ def compute_section(ctx: PlanContext) -> dict[str, Any]:
     dtype, strategy = ctx.spec.model.dtype, ctx.spec.compute.strategy
     args: dict[str, Any] = {"bf16": dtype == "bfloat16", "fp16": dtype == "float16", "use_cpu": ctx.on_cpu}
     if shards_with_fsdp2(ctx):
-        args.update(json_copy(FSDP2_PRESET))
+        args.update(copy.deepcopy(FSDP2_PRESET))
     if strategy.startswith("zero"):  # one process: only *_offload passes check() (ZeRO-Offload)
         args["deepspeed"] = deepspeed_config(strategy)
     return {"trainer_args": args}
-
-
-def json_copy(value: Any) -> Any:
-    import json
-
-    return json.loads(json.dumps(value))
 
 
 def output_section(ctx: PlanContext) -> dict[str, Any]:
