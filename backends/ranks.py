@@ -98,12 +98,36 @@ def failed_ranks(failures_file: Path, code: int) -> RuntimeError:
         failures = json.loads(failures_file.read_text(encoding="utf-8"))
     except (OSError, ValueError):
         return RuntimeError(f"torchrun exited with code {code}")
-    # the first to fail is the cause; a rank ended by SIGTERM was stopped by torchrun after it
-    failures.sort(key=lambda f: (f.get("signal") == "SIGTERM", f.get("timestamp", 0), f["rank"]))
+    # timestamps are whole seconds: within one, a rank killed by a signal goes before a rank that raised
+    failures.sort(key=lambda f: (consequence_level(f), f.get("timestamp", 0), not f.get("signal"), f["rank"]))
     described = describe_failure(failures[0])
     if len(failures) > 1:
         described += "; then " + "; ".join(describe_failure(f) for f in failures[1:])
     return RanksFailed(f"{described} (torchrun stopped the other ranks)", failures)
+
+
+# what a rank raises when another rank of its group died first (gloo, NCCL, the c10d store)
+LOST_PEER_MARKERS = (
+    "Connection closed by peer",
+    "Connection reset by peer",
+    "Broken pipe",
+    "remote process exited",
+    "NCCL communicator was aborted",
+    "DistNetworkError",
+    "DistBackendError",
+    "Socket Timeout",
+)
+
+
+def consequence_level(failure: dict[str, Any]) -> int:
+    """0 for a cause (a rank killed by a signal other than torchrun's SIGTERM, or a real error), 1 for a rank
+    that failed because a peer vanished (its collective broke), 2 for a rank torchrun stopped with SIGTERM.
+    Timestamps alone cannot order them: torchrun stamps a rank without an error file when it notices the death,
+    which is often after the peers' broken-collective errors."""
+    if failure.get("signal"):
+        return 2 if failure["signal"] == "SIGTERM" else 0
+    message = failure.get("message") or ""
+    return 1 if any(marker in message for marker in LOST_PEER_MARKERS) else 0
 
 
 def describe_failure(failure: dict[str, Any]) -> str:

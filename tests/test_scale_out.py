@@ -112,6 +112,56 @@ def test_a_rank_killed_mid_run_ends_the_whole_job_and_is_named(tiny_recipe, back
     assert not alive, f"left running: {alive}"
 
 
+def test_the_killed_rank_is_named_first_even_when_its_peer_raised_in_the_same_second(tmp_path):
+    from unifier.backends.ranks import failed_ranks
+
+    failures = tmp_path / "failures-node0.json"
+    lost_peer = "RuntimeError: [gloo/transport/tcp/pair.cc:534] Connection closed by peer [127.0.0.1]:4321"
+    records = [
+        {
+            "rank": 0,
+            "local_rank": 0,
+            "host": "h",
+            "pid": 1,
+            "exitcode": 1,
+            "timestamp": 100,
+            "signal": None,
+            "message": lost_peer,
+        },
+        {
+            "rank": 1,
+            "local_rank": 1,
+            "host": "h",
+            "pid": 2,
+            "exitcode": -9,
+            "timestamp": 101,
+            "signal": "SIGKILL",
+            "message": "",
+        },
+        {
+            "rank": 2,
+            "local_rank": 2,
+            "host": "h",
+            "pid": 3,
+            "exitcode": -15,
+            "timestamp": 99,
+            "signal": "SIGTERM",
+            "message": "",
+        },
+    ]
+    failures.write_text(json.dumps(records))
+    error = failed_ranks(failures, 1)
+    assert [f["rank"] for f in error.failures] == [1, 0, 2]
+    assert str(error).startswith("rank 1 (local rank 1 on h) was killed by SIGKILL; then rank 0 ")
+    # a real error is a cause: within the same second, the signal-killed rank still goes first
+    records[0]["message"], records[0]["timestamp"] = "ValueError: a bad batch", 101
+    failures.write_text(json.dumps(records))
+    assert [f["rank"] for f in failed_ranks(failures, 1).failures] == [1, 0, 2]
+    records[0]["timestamp"] = 100  # a rank that raised a second earlier is the cause
+    failures.write_text(json.dumps(records))
+    assert [f["rank"] for f in failed_ranks(failures, 1).failures] == [0, 1, 2]
+
+
 @pytest.mark.slow
 def test_the_slurm_script_starts_two_nodes_that_train_one_model_in_one_run_folder(tiny_recipe, tmp_path):
     """`unify plan --launcher slurm --write DIR` on a two-node recipe; the sbatch script runs as Slurm would run
