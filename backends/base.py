@@ -226,13 +226,16 @@ def trains_on_cpu(spec: JobSpec, here: bool) -> bool:
 
 
 def deepspeed_problems(spec: JobSpec, here: bool) -> list[str]:
-    """compute.strategy zero*: unifier runs DeepSpeed on GPUs only for now (it does train on CPU over gloo, measured
-    by hand; not wired in yet), and it needs the deepspeed package (pip install 'unifier[gpu]')."""
+    """compute.strategy zero*: DeepSpeed, on GPUs (NCCL) or on CPU (gloo, several processes: ZeRO on one CPU
+    process has nothing to partition); it needs the deepspeed package (pip install 'unifier[gpu]')."""
     strategy = spec.compute.strategy
     if not strategy.startswith("zero"):
         return []
-    if trains_on_cpu(spec, here):
-        return [f"compute.strategy '{strategy}' (DeepSpeed) needs GPUs; on CPU use ddp or fsdp2"]
+    if trains_on_cpu(spec, here) and spec.compute.world_size < 2:
+        return [
+            f"compute.strategy '{strategy}' (DeepSpeed) on CPU needs several processes "
+            "(compute.nproc_per_node 2 or more); one CPU process trains with ddp"
+        ]
     if here and missing_packages(("deepspeed",)):
         return [f"compute.strategy '{strategy}' needs the deepspeed package (pip install 'unifier[gpu]')"]
     return []

@@ -307,6 +307,19 @@ def trainer_class(config):
     return base
 
 
+def start_deepspeed_on_cpu(config):
+    """DeepSpeed on CPU processes (compute.strategy zero*, use_cpu): its communication layer over gloo, before
+    the Trainer's arguments are read (accelerate starts it on GPUs only; without it DeepSpeed counts one
+    process and its batch-size check fails)."""
+    import os
+
+    args = config["trainer_args"]
+    if args.get("deepspeed") and args.get("use_cpu") and int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        import deepspeed
+
+        deepspeed.init_distributed(dist_backend="gloo")
+
+
 def build_trainer(config, model, tokenizer, train, evaluation, callbacks):
     import os
 

@@ -64,6 +64,7 @@ def main(config, callbacks=()):
     config = expand_references(config)  # ${NAME} references to secrets in the environment
     from transformers import set_seed
 
+    start_deepspeed_on_cpu(config)
     set_seed(config["seed"])  # before the model and adapter are built: the LoRA init depends on it
     model, tokenizer = load_model_and_tokenizer(config)
     model = add_adapter(model, config)

@@ -69,7 +69,23 @@ def trainable_digest(model) -> str:
 
     digest = hashlib.sha256()
     trainable = sorted((_canonical(n), p) for n, p in model.named_parameters() if p.requires_grad)
-    for name, param in trainable:
-        digest.update(name.encode())
-        digest.update(param.detach().to(torch.float32).cpu().contiguous().numpy().tobytes())
+    with gathered_parameters([param for _, param in trainable]):
+        for name, param in trainable:
+            digest.update(name.encode())
+            value = (
+                param.full_tensor() if hasattr(param, "full_tensor") else param
+            )  # an FSDP2 shard: all of it
+            digest.update(value.detach().to(torch.float32).cpu().contiguous().numpy().tobytes())
     return digest.hexdigest()
+
+
+def gathered_parameters(params):
+    """ZeRO-3 keeps a slice of each parameter per rank (the tensor itself is empty): gather them whole for the
+    digest (a collective: every rank calls it, in the same order). Anything else needs nothing."""
+    import contextlib
+
+    if not any(hasattr(param, "ds_id") for param in params):
+        return contextlib.nullcontext()
+    import deepspeed
+
+    return deepspeed.zero.GatheredParameters(params)

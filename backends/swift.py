@@ -94,7 +94,7 @@ class SwiftBackend(Backend):
             "packing needs flash-attention (GPU); on CPU it is refused",
             "multi-process CPU runs use --use_cpu true (gloo DDP or FSDP2) and are checked for identical rank weights",
             "fsdp2 uses ms-swift's preset: full sharding with activation checkpointing always on",
-            "DeepSpeed ZeRO-2/3 needs GPUs and the deepspeed package",
+            "DeepSpeed ZeRO-2/3 needs the deepspeed package; on CPU it runs over gloo on 2+ processes",
         ),
     )
 
@@ -311,6 +311,10 @@ class SwiftBackend(Backend):
             flags.append(("--use_cpu", True))
         env = {}
         flags += STRATEGY_FLAGS[c.strategy]  # one process: only *_offload passes check() (ZeRO-Offload)
+        if ctx.on_cpu and c.strategy.startswith("zero"):
+            env["UNIFIER_DEEPSPEED_OVER_GLOO"] = (
+                "1"  # the plugin starts DeepSpeed's communication (see there)
+            )
         if ctx.multi_process:
             env.update(
                 NPROC_PER_NODE=str(c.nproc_per_node),

@@ -10,6 +10,7 @@
 #   unifier_rank_check  at the end, every rank writes a digest of its trainable weights, so unifier can prove
 #                       that the ranks trained one model together (DDP) and not independent copies
 #   unifier_probe       output.probe: the first tokenized samples, trainable parameters, initial weights
+# With UNIFIER_DEEPSPEED_OVER_GLOO=1 (compute.strategy zero* on CPU) it starts DeepSpeed over gloo first;
 # and, with UNIFIER_TRUST_REMOTE_CODE=false, it makes ms-swift honour trust_remote_code: false (ms-swift 4.6
 # loads config, tokenizer and model with trust_remote_code=True whatever it is told).
 import json
@@ -185,6 +186,12 @@ def install():
     from unifier.backends.ranks import prepare_worker
 
     prepare_worker()  # a torchrun worker: stop gracefully on the first signal, its error named if it fails
+    if os.environ.get("UNIFIER_DEEPSPEED_OVER_GLOO") == "1" and int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        # DeepSpeed on CPU processes: accelerate starts DeepSpeed's communication on GPUs only, and without it
+        # ZeRO-3 counts one process (its batch-size check fails)
+        import deepspeed
+
+        deepspeed.init_distributed(dist_backend="gloo")
     register_tokens_template()
     register_rewards()
     callbacks_map.update(

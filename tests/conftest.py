@@ -20,6 +20,8 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 os.environ.setdefault("UNSLOTH_COMPILE_DISABLE", "0")
+# DeepSpeed compiles its CPU communication op on first use (about a minute): once per cache, not per test
+os.environ.setdefault("TORCH_EXTENSIONS_DIR", str(Path(os.environ["UNIFIER_CACHE"]) / "torch_extensions"))
 
 from .tier_guard.plugin import (  # noqa: E402  the fast tier's guard (tests/test_tiers.py)
     pytest_runtest_call,

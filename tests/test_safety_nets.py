@@ -168,14 +168,22 @@ def test_a_local_model_folder_gets_its_swift_model_type_from_config_json(
 
 def test_refusals_the_readme_promises(tiny_recipe):
     zero = unify("validate", str(RECIPES / "qwen3-8b-lora-zero2-8gpu.yaml"), "-b", "swift")
-    assert zero.returncode == 0 and "needs the deepspeed package (pip install 'unifier[gpu]')" in zero.stdout
-    on_cpu = unify(
-        "validate",
-        str(tiny_recipe({"compute.nproc_per_node": 2, "compute.strategy": "zero2"})),
-        "-b",
+    assert zero.returncode == 0 and "not runnable on this machine: compute.device is 'cuda'" in zero.stdout
+    for backend in (
         "swift",
-    )
-    assert on_cpu.returncode == 2 and "(DeepSpeed) needs GPUs; on CPU use ddp or fsdp2" in on_cpu.stderr
+        "peft",
+    ):  # ZeRO on CPU runs over gloo with several processes (tests/test_scale_out)
+        on_cpu = unify(
+            "validate", str(tiny_recipe({"compute.nproc_per_node": 2, "compute.strategy": "zero2"}))
+        )
+        assert on_cpu.returncode == 0, on_cpu.stderr
+        one = unify(
+            "validate",
+            str(tiny_recipe({"compute.strategy": "zero3_offload"}, name="one.yaml")),
+            "-b",
+            backend,
+        )
+        assert one.returncode == 2 and "on CPU needs several processes" in one.stderr, one.stderr
     dora = unify("validate", str(tiny_recipe({"adapter.use_dora": True}, name="dora.yaml")), "-b", "unsloth")
     assert dora.returncode == 2 and "adapter.use_dora is not supported by unsloth" in dora.stderr
 
@@ -229,14 +237,13 @@ def test_a_strategy_a_backend_cannot_run_is_refused_by_validate_and_run(tiny_rec
         result = unify(*command)
         assert result.returncode == 2 and "Traceback" not in result.stderr, result.stderr[-2000:]
         assert "compute.strategy 'zero3_offload' is not supported by unsloth" in result.stderr
-    for backend in (
-        "peft",
-        "swift",
-    ):  # DeepSpeed does not train on this CPU (no oneCCL): refused, not dropped
+    for backend in ("peft", "swift"):  # ZeRO-Offload on one CPU process: nothing to partition, refused
         result = unify("run", str(offload), "-b", backend)
-        assert result.returncode == 2 and "(DeepSpeed) needs GPUs" in result.stderr, result.stderr[-2000:]
+        assert result.returncode == 2 and "on CPU needs several processes" in result.stderr, result.stderr[
+            -2000:
+        ]
     auto = unify("validate", str(offload))  # backend auto skips what cannot run it
-    assert auto.returncode == 2 and "(DeepSpeed) needs GPUs" in auto.stderr, auto.stdout + auto.stderr
+    assert auto.returncode == 2 and "on CPU needs several processes" in auto.stderr, auto.stdout + auto.stderr
     one = unify("validate", str(tiny_recipe({"compute.strategy": "zero2"}, name="zero2.yaml")), "-b", "swift")
     assert one.returncode == 2 and "changes nothing with one process" in one.stderr, one.stderr
 
@@ -317,3 +324,17 @@ def test_a_resumed_run_steps_at_its_new_schedules_learning_rate():
         lr_scheduler=same_scheduler,
     )
     assert same_optimizer.param_groups[0]["lr"] == before
+
+
+def test_zero_without_the_deepspeed_package_names_the_extra(tiny_recipe, monkeypatch):
+    """The development set-up has deepspeed; a machine without it is told which extra to install."""
+    from unifier.backends import base
+
+    spec = load_spec(
+        tiny_recipe({"compute.nproc_per_node": 2, "compute.strategy": "zero2"}, name="nods.yaml")
+    )
+    assert base.deepspeed_problems(spec, here=True) == []
+    monkeypatch.setattr(base, "missing_packages", lambda names: list(names))
+    assert base.deepspeed_problems(spec, here=True) == [
+        "compute.strategy 'zero2' needs the deepspeed package (pip install 'unifier[gpu]')"
+    ]
