@@ -24,7 +24,10 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 from unifier.environment import cuda_visible
-from unifier.model_info import ModelInfo
+from unifier.model_info import ModelInfo, read_model_info
+from unifier.prequantized import PrequantizedWeights
+from unifier.prequantized import problems as prequantized_problems
+from unifier.prequantized import resolve as resolve_prequantized
 from unifier.reporting import missing_trackers
 from unifier.runfolder import RunFolder
 from unifier.spec import JobSpec
@@ -75,6 +78,14 @@ class PlanContext:
     model: ModelInfo
     target_modules: tuple[str, ...] | None  # the modules LoRA adapts; None: all-linear not resolvable yet
     resume_from: str | None = None  # a checkpoint folder to continue from
+    prequantized: PrequantizedWeights | None = (
+        None  # 4-bit weights loaded as stored (unifier/prequantized.py)
+    )
+
+    @property
+    def weights_location(self) -> str:
+        """What the backend loads: the model, or its pre-quantized twin."""
+        return self.prequantized.location if self.prequantized else self.model.location
 
     @property
     def on_cpu(self) -> bool:
@@ -134,6 +145,7 @@ class Backend(ABC):
     def check(self, spec: JobSpec, here: bool = True) -> list[str]:
         """Every reason this backend cannot run the spec (here=True: on this machine, as it is now)."""
         problems = capability_problems(spec, self.capabilities, self.name)
+        problems += prequantized_problems(spec, prequantized_weights(spec))
         problems += self.backend_problems(spec, here)
         if here:
             problems += machine_problems(spec, self.requires_for(spec), self.pip_extra)
@@ -223,6 +235,10 @@ def machine_problems(spec: JobSpec, modules: tuple[str, ...], extra: str) -> lis
 def trains_on_cpu(spec: JobSpec, here: bool) -> bool:
     """For check(): compute.device cpu always counts; 'auto' counts only when judging this machine."""
     return spec.compute.device == "cpu" or (here and spec.compute.device == "auto" and not cuda_visible())
+
+
+def prequantized_weights(spec: JobSpec) -> PrequantizedWeights | None:
+    return resolve_prequantized(spec, read_model_info(spec.model.name_or_path, spec.model.revision))
 
 
 def deepspeed_problems(spec: JobSpec, here: bool) -> list[str]:

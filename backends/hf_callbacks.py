@@ -189,10 +189,12 @@ class ProbeCallback(TrainerCallback):
         self.folder = str(folder)
 
     def on_train_begin(self, args, state, control, model=None, train_dataloader=None, **kwargs):
-        from .probe import record_train_start
+        from .probe import gathered_parameters, record_train_start
 
-        if state.is_world_process_zero:
-            record_train_start(self.folder, model, train_dataloader)
+        # ZeRO-3: every rank takes part in gathering the weights whole; the main process records them
+        with gathered_parameters([param for param in model.parameters() if param.requires_grad]):
+            if state.is_world_process_zero:
+                record_train_start(self.folder, model, train_dataloader)
 
 
 class RankWeightsCallback(TrainerCallback):

@@ -48,7 +48,7 @@ def load_model_and_tokenizer(config):
 def add_adapter(model, config):
     from peft import LoraConfig, get_peft_model, prepare_model_for_kbit_training
 
-    if config["quantization"]:
+    if config["quantization"] or config["prequantized"]:  # a 4-bit base, quantized now or stored so
         model = prepare_model_for_kbit_training(
             model, use_gradient_checkpointing=config["gradient_checkpointing"]
         )

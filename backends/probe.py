@@ -21,8 +21,9 @@ def record_train_start(folder: str, model, train_dataloader) -> None:
     os.makedirs(folder, exist_ok=True)
     trainable = {name: param for name, param in model.named_parameters() if param.requires_grad}
     sizes = {_canonical(name): int(param.numel()) for name, param in trainable.items()}
+    summary = {"count": sum(sizes.values()), "parameters": sizes, "quantized_modules": quantized_modules(model)}
     with open(os.path.join(folder, "trainable.json"), "w") as handle:
-        json.dump({"count": sum(sizes.values()), "parameters": sizes}, handle, indent=1)
+        json.dump(summary, handle, indent=1)
     if sum(sizes.values()) < 50_000_000:  # adapters; a full model's initial weights are its checkpoint
         tensors = {
             _canonical(n): p.detach().to(torch.float32).cpu().contiguous() for n, p in trainable.items()
@@ -32,6 +33,17 @@ def record_train_start(folder: str, model, train_dataloader) -> None:
     with open(os.path.join(folder, "samples.jsonl"), "w") as handle:
         for index in range(min(SAMPLES, len(dataset))):
             handle.write(json.dumps(_token_fields(collate([dataset[index]]))) + "\n")
+
+
+def quantized_modules(model) -> list[str]:
+    """The modules whose frozen weight is bitsandbytes 4-bit (peft's LoRA wrapper and its base_layer count once):
+    what a pre-quantized checkpoint kept in 16-bit is absent."""
+    names = set()
+    for name, module in model.named_modules():
+        weight = getattr(module, "weight", None)
+        if type(weight).__name__ == "Params4bit":
+            names.add(_canonical(name).replace(".base_layer", ""))
+    return sorted(names)
 
 
 def _token_fields(batch) -> dict:

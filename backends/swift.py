@@ -15,7 +15,7 @@ from typing import Any
 
 from unifier import methods as method_table
 from unifier.errors import UserError
-from unifier.model_info import read_model_info
+from unifier.model_info import ModelInfo, read_model_info
 from unifier.reporting import tracker_env
 from unifier.runfolder import RunFolder
 from unifier.spec import JobSpec
@@ -28,6 +28,7 @@ from .base import (
     RunResult,
     deepspeed_problems,
     missing_packages,
+    prequantized_weights,
     trains_on_cpu,
 )
 from .plan import CollectCheckpoint, CommandProgram, DataView, MergeAdapter, Plan, grouped_flags
@@ -142,7 +143,7 @@ class SwiftBackend(Backend):
     def translate_model(self, ctx: PlanContext) -> dict[str, Any]:
         m = ctx.spec.model
         # --use_hf: a hub name means the Hugging Face Hub on every backend (ms-swift's own default is ModelScope)
-        flags = [("--model", ctx.model.location), ("--use_hf", "true")]
+        flags = [("--model", ctx.weights_location), ("--use_hf", "true")]
         model_type = swift_model_type(ctx.spec)
         if model_type:
             flags.append(("--model_type", model_type))
@@ -180,7 +181,9 @@ class SwiftBackend(Backend):
 
     def translate_quantization(self, ctx: PlanContext) -> dict[str, Any]:
         q, m = ctx.spec.quantization, ctx.spec.model
-        if q.bits is None:
+        if (
+            q.bits is None or ctx.prequantized
+        ):  # a pre-quantized checkpoint loads with its own quantization_config
             return {"argv": []}
         flags: list[tuple[str, Any]] = [("--quant_method", "bnb"), ("--quant_bits", q.bits)]
         if q.bits == 4:
@@ -462,6 +465,9 @@ def swift_model_type(spec: JobSpec) -> str | None:
     if "model_type" in options:
         return str(options["model_type"])
     info = read_model_info(spec.model.name_or_path, spec.model.revision)
+    weights = prequantized_weights(spec)
+    if weights and weights.original:  # unsloth's twin: ms-swift's registry does not know its name
+        return twin_model_type(info, weights)
     if not info.is_local:
         return None
     model_type = info.model_type
@@ -471,6 +477,19 @@ def swift_model_type(spec: JobSpec) -> str | None:
             "set backend_options.swift.model_type"
         )
     return SWIFT_MODEL_TYPES[model_type]
+
+
+def twin_model_type(original: ModelInfo, weights) -> str:
+    """ms-swift matches a hub name it does not register by the config's architectures, which for a twin such as
+    Qwen3ForCausalLM fits several of its model_types (qwen3, qwen3_emb, qwen3_reranker): unifier names it, from
+    the original's or the twin's config.json in the local hub cache, or asks for it."""
+    model_type = original.model_type or read_model_info(weights.location, None).model_type
+    if model_type in SWIFT_MODEL_TYPES:
+        return SWIFT_MODEL_TYPES[model_type]
+    raise UserError(
+        f"ms-swift cannot tell the model_type of {weights.location} (unsloth's 4-bit twin of {weights.original}; "
+        "its config.json is not in the local cache): set backend_options.swift.model_type (for example qwen3)"
+    )
 
 
 def plugin_callbacks(ctx: PlanContext) -> tuple[str, ...]:

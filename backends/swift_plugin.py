@@ -65,16 +65,6 @@ def swift_callback(make):
     return Forwarding
 
 
-class ProbeCallback(TrainerCallback):
-    """output.probe: what the trainer trains on, recorded under <run folder>/probe (backends/probe.py)."""
-
-    def on_train_begin(self, args, state, control, model=None, train_dataloader=None, **kwargs):
-        from unifier.backends.probe import record_train_start
-
-        if main_process():
-            record_train_start(str(run_folder().probe), model, train_dataloader)
-
-
 def register_tokens_template():
     """unifier_tokens: ms-swift trains the token ids and labels unifier's encoder wrote into each row
     (unifier/data/encode.py; the row's unifier_input_ids / unifier_labels, rejected_... for the rejected side of
@@ -216,7 +206,7 @@ def install():
             "unifier_rank_check": swift_callback(
                 lambda: hf_callbacks.RankWeightsCallback(run_folder().ranks)
             ),
-            "unifier_probe": ProbeCallback,
+            "unifier_probe": swift_callback(lambda: hf_callbacks.ProbeCallback(run_folder().probe)),
             "unifier_schedule": swift_callback(hf_callbacks.ResumedScheduleCallback),
         }
     )

@@ -144,13 +144,17 @@ class TrlBackend(Backend):
 
 
 def target_module_notes(ctx: PlanContext) -> tuple[str, ...]:
+    """The plan's header notes every backend shares: which weights load, what LoRA adapts."""
+    weights = (ctx.prequantized.describe(),) if ctx.prequantized else ()
     if ctx.spec.adapter.type == "full":
-        return ()
+        return weights
     if ctx.target_modules is None:
         return (
+            *weights,
             "target_modules all-linear: resolved from the model's weight names when the run starts "
             "(they are not readable here)",
         )
     if ctx.spec.adapter.target_modules == "all-linear":
-        return (f"target_modules all-linear = {', '.join(ctx.target_modules)} (from {ctx.model.source})",)
-    return ()
+        all_linear = f"target_modules all-linear = {', '.join(ctx.target_modules)} (from {ctx.model.source})"
+        return (*weights, all_linear)
+    return weights

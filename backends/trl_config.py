@@ -30,7 +30,10 @@ def target_modules(ctx: PlanContext) -> list[str] | str:
 def model_section(ctx: PlanContext) -> dict[str, Any]:
     m = ctx.spec.model
     return {
-        "model": ctx.model.location,
+        "model": ctx.weights_location,
+        # pre-quantized weights: loaded as stored (their own quantization_config); merging uses the original
+        "prequantized": ctx.prequantized is not None,
+        "prequantized_from": ctx.prequantized.original if ctx.prequantized else None,
         "revision": m.revision,
         "trust_remote_code": m.trust_remote_code,
         "dtype": m.dtype,
@@ -64,7 +67,7 @@ def lora_section(ctx: PlanContext) -> dict[str, Any]:
 
 def bnb_section(ctx: PlanContext) -> dict[str, Any]:
     q, m = ctx.spec.quantization, ctx.spec.model
-    if q.bits is None:
+    if q.bits is None or ctx.prequantized:  # a pre-quantized checkpoint brings its own, applied once
         return {"quantization": None}
     if q.bits == 8:
         return {"quantization": {"load_in_8bit": True}}

@@ -8,20 +8,17 @@ only keywords that are named parameters of both (tests/test_unsloth_contract.py 
 
 from __future__ import annotations
 
-import importlib.util
 import os
-from pathlib import Path
 from typing import Any, ClassVar
 
 from unifier import methods as method_table
 from unifier.builtin import cache_root
-from unifier.errors import UserError
 from unifier.spec import JobSpec
 
 from . import trl_config
-from .base import Capabilities, PlanContext, trains_on_cpu
+from .base import Capabilities, PlanContext, prequantized_weights, trains_on_cpu
 from .plan import Plan
-from .trl_backend import TrlBackend, target_module_notes
+from .trl_backend import TrlBackend
 
 # the versions tests/test_unsloth_contract.py was written against
 CONTRACT_VERSIONS = {"unsloth": "2026.10.9", "unsloth_zoo": "2026.10.9"}
@@ -54,7 +51,10 @@ class UnslothBackend(TrlBackend):
     def backend_problems(self, spec: JobSpec, here: bool) -> list[str]:
         problems = []
         q = spec.quantization
-        if q.bits == 4 and (q.quant_type != "nf4" or not q.double_quant):
+        stored = prequantized_weights(
+            spec
+        )  # a stored 4-bit checkpoint loads as it is (unifier/prequantized.py)
+        if q.bits == 4 and stored is None and (q.quant_type != "nf4" or not q.double_quant):
             problems.append(
                 "unsloth quantizes 4-bit as NF4 with double quantization: set quantization.quant_type: nf4 "
                 "and quantization.double_quant: true"
@@ -90,10 +90,9 @@ class UnslothBackend(TrlBackend):
     # ---- translation ----
     def translate_model(self, ctx: PlanContext) -> dict[str, Any]:
         m = ctx.spec.model
-        name, original = resolve_model_name(ctx)
         return {
-            "model": name,
-            "prequantized_from": original,
+            "model": ctx.weights_location,
+            "prequantized_from": ctx.prequantized.original if ctx.prequantized else None,
             "revision": m.revision,
             "trust_remote_code": m.trust_remote_code,
             "dtype": m.dtype,
@@ -153,15 +152,6 @@ class UnslothBackend(TrlBackend):
             }
         return fragment
 
-    def notes(self, ctx: PlanContext, config: dict) -> tuple[str, ...]:
-        notes = target_module_notes(ctx)
-        if config["prequantized_from"]:
-            notes = (
-                f"dynamic 4-bit: {config['prequantized_from']} -> {config['model']} (unsloth's mapper)",
-                *notes,
-            )
-        return notes
-
     # ---- running ----
     def prepare_process(self, plan: Plan) -> None:
         os.environ["UNSLOTH_COMPILE_LOCATION"] = plan.program.config["compile_cache"]
@@ -178,35 +168,6 @@ class UnslothBackend(TrlBackend):
             "model_loaded": config["model"],
             "prequantized_from": config["prequantized_from"],
         }
-
-
-def resolve_model_name(ctx: PlanContext) -> tuple[str, str | None]:
-    """Dynamic 4-bit: a hub name maps to unsloth's pre-quantized '-unsloth-bnb-4bit' twin, read offline."""
-    name = ctx.model.location
-    q = ctx.spec.quantization
-    if q.bits != 4 or not q.prequantized or ctx.model.is_local:
-        return name, None
-    twin = prequantized_twin(name)
-    return (twin, name) if twin else (name, None)
-
-
-def prequantized_twin(name: str) -> str | None:
-    """Look the name up in unsloth's mapper.py (a file with no imports) without importing unsloth."""
-    spec = importlib.util.find_spec("unsloth")
-    if spec is None or not spec.submodule_search_locations:
-        return None
-    mapper = Path(next(iter(spec.submodule_search_locations))) / "models" / "mapper.py"
-    namespace: dict = {}
-    try:
-        exec(compile(mapper.read_text(encoding="utf-8"), str(mapper), "exec"), namespace)
-    except Exception as exc:  # a changed mapper must not break planning
-        raise UserError(
-            f"could not read unsloth's model mapper {mapper}: {exc}",
-            hint="set quantization.prequantized: false to load the name as written",
-        ) from None
-    table = namespace.get("FLOAT_TO_INT_MAPPER", {})
-    twin = table.get(name) or table.get(name.lower())
-    return twin if twin and twin.endswith("-unsloth-bnb-4bit") else None
 
 
 BACKEND_CLASS = UnslothBackend

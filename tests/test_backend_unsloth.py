@@ -1,8 +1,6 @@
 """The unsloth backend plans its GPU path honestly (its CPU-path trainings are the shared scenarios of
 tests/test_backend_scenarios.py)."""
 
-from unifier.backends.unsloth import resolve_model_name
-
 from unifier.core import get_backend, plan_context, run_folder
 from unifier.spec.loading import load_spec
 
@@ -23,17 +21,20 @@ def test_hub_name_maps_to_the_dynamic_4bit_twin_in_plan(tiny_recipe):
     )
     result = unify("plan", str(recipe), "--backend", "unsloth")
     assert result.returncode == 0, result.stderr
-    assert "# dynamic 4-bit: Qwen/Qwen3-8B -> unsloth/Qwen3-8B-unsloth-bnb-4bit" in result.stdout
+    assert (
+        "# pre-quantized 4-bit weights: unsloth/Qwen3-8B-unsloth-bnb-4bit (unsloth's dynamic 4-bit twin of "
+        "Qwen/Qwen3-8B" in result.stdout
+    )
     assert (
         "'model': 'unsloth/Qwen3-8B-unsloth-bnb-4bit'" in result.stdout
         or '"model": "unsloth/Qwen3-8B-unsloth-bnb-4bit"' in result.stdout
     )
     # the spec opts out: the name is loaded as written and quantized on the fly
     spec = load_spec(recipe, ["quantization.prequantized=false"])
-    assert resolve_model_name(context(spec)) == ("Qwen/Qwen3-8B", None)
+    assert context(spec).weights_location == "Qwen/Qwen3-8B" and context(spec).prequantized is None
     # a 16-bit LoRA run never swaps the model
     spec = load_spec(tiny_recipe({"model.name_or_path": "Qwen/Qwen3-8B"}, name="lora.yaml"))
-    assert resolve_model_name(context(spec)) == ("Qwen/Qwen3-8B", None)
+    assert context(spec).weights_location == "Qwen/Qwen3-8B" and context(spec).prequantized is None
 
 
 def context(spec):

@@ -40,7 +40,6 @@ NOT_IN_PLAN = {
         "(tests/test_encode.py shows it changes them)"
         for key in ("model.chat_template", "data.assistant_only_loss")
     },
-    "quantization.prequantized:peft,swift": "unsloth only: its pre-quantized dynamic 4-bit twins",
     **{
         f"eval.{key}": "read by unifier after training (unifier/running.py runs unifier/evaluation.py)"
         for key in ("after_training", "retain", "max_retain_increase", "samples")
@@ -67,7 +66,12 @@ CONTEXTS = {
     "training.min_lr_ratio": {"training.lr_scheduler": "cosine"},
     "compute.": {"compute.nproc_per_node": 2},
     "compute.node_rank": {"compute.nproc_per_node": 2, "compute.nnodes": 2},
-    "quantization.prequantized": {**QLORA, "model.name_or_path": "Qwen/Qwen3-8B", "compute.device": "cuda"},
+    "quantization.prequantized": {
+        **QLORA,
+        "model.name_or_path": "Qwen/Qwen3-8B",
+        "compute.device": "cuda",
+        "backend_options": {"swift": {"model_type": "qwen3"}},  # ms-swift does not register the twin's name
+    },
 }
 # values for fields whose type gives no obvious alternative
 VALUES = {

@@ -126,15 +126,44 @@ def test_function_calling_recipe_renders_tools_the_same_way_everywhere():
     assert peft["trainer_args"]["assistant_only_loss"] is False  # the encoder's assistant_masks decide
 
 
-def test_single_gpu_qlora_recipe_loads_the_dynamic_4bit_twin_on_unsloth():
+def test_single_gpu_qlora_recipe_loads_the_dynamic_4bit_twin_on_every_backend():
     payload = plan_json("qwen3-8b-qlora-chat-style-1gpu.yaml", "unsloth")
     assert (
         payload["model"] == "unsloth/Qwen3-8B-unsloth-bnb-4bit"
         and payload["prequantized_from"] == "Qwen/Qwen3-8B"
     )
     assert payload["from_pretrained"]["load_in_4bit"] is True and payload["trainer_args"]["bf16"] is True
-    peft = plan_json("qwen3-8b-qlora-chat-style-1gpu.yaml", "peft")
-    assert peft["model"] == "Qwen/Qwen3-8B" and peft["quantization"]["bnb_4bit_quant_type"] == "nf4"
+    peft = plan_json(
+        "qwen3-8b-qlora-chat-style-1gpu.yaml", "peft"
+    )  # the same stored weights, not re-quantized
+    assert peft["model"] == "unsloth/Qwen3-8B-unsloth-bnb-4bit" and peft["quantization"] is None
+    swift = plan_json("qwen3-8b-qlora-chat-style-1gpu.yaml", "swift")["argv"]
+    assert (
+        swift[swift.index("--model") + 1] == "unsloth/Qwen3-8B-unsloth-bnb-4bit"
+        and "--quant_method" not in swift
+    )
+
+
+def test_the_dynamic_4bit_recipe_runs_unsloths_weights_on_eight_swift_processes():
+    plan = json.loads(unify("plan", str(RECIPES / "qwen3-8b-dynamic4bit-8gpu.yaml"), "--json").stdout)
+    assert plan["backend"] == "swift" and plan["world_size"] == 8
+    argv = plan["program"]["argv"]
+    assert argv[argv.index("--model") + 1] == "unsloth/Qwen3-8B-unsloth-bnb-4bit"
+    assert argv[argv.index("--model_type") + 1] == "qwen3" and "--quant_method" not in argv
+    assert plan["program"]["env"]["NPROC_PER_NODE"] == "8"
+    assert any(
+        note.startswith("pre-quantized 4-bit weights: unsloth/Qwen3-8B-unsloth-bnb-4bit")
+        for note in plan["notes"]
+    )
+    shown = unify("plan", str(RECIPES / "qwen3-8b-dynamic4bit-8gpu.yaml"))
+    assert (
+        "memory estimate per GPU" in shown.stdout + shown.stderr
+        and "ddp over 8 processes" in shown.stdout + shown.stderr
+    )
+    sharded = unify(
+        "validate", str(RECIPES / "qwen3-8b-dynamic4bit-8gpu.yaml"), "--set", "compute.strategy=fsdp2"
+    )
+    assert sharded.returncode == 2 and "cannot shard" in sharded.stderr
 
 
 def test_validate_lists_what_this_machine_lacks_without_failing(tiny_recipe):

@@ -77,7 +77,12 @@ def test_deepspeed_zero3_on_cpu_processes_trains_the_ddp_model(two_process_runs,
     import torch
 
     port = {"peft": 29761, "swift": 29763}[backend]
-    changes = {**TWO_PROCESSES, "compute.strategy": "zero3", "compute.master_port": port}
+    changes = {
+        **TWO_PROCESSES,
+        "compute.strategy": "zero3",
+        "compute.master_port": port,
+        "output.probe": True,
+    }
     zero3 = train(tiny_recipe(changes, name=f"zero3-{backend}.yaml"), backend)
     record = assert_complete_run(zero3, backend, REFERENCE_STEPS)
     ddp = two_process_runs.run("peft")
@@ -90,6 +95,9 @@ def test_deepspeed_zero3_on_cpu_processes_trains_the_ddp_model(two_process_runs,
     assert record["backend_details"]["rank_check"]["identical_weights"] is True
     ranks = [json.loads(p.read_text()) for p in sorted((zero3 / "native" / "ranks").glob("rank*.json"))]
     assert {r["trainable_digest"] for r in ranks} == {digest_of_saved_adapter(weights)}
+    # so does the probe (output.probe): whole initial weights, their true sizes
+    trainable = json.loads((zero3 / "probe" / "trainable.json").read_text())
+    assert trainable["count"] == sum(value.numel() for value in weights.values())
     if backend == "peft":
         assert (
             record["plan"]["program"]["config"]["trainer_args"]["deepspeed"]["zero_optimization"]["stage"]

@@ -140,6 +140,7 @@ def plan_context(
     resume_from: str | None = None,
 ):
     from .backends.base import PlanContext
+    from .prequantized import resolve as resolve_prequantized
 
     info = info or read_model_info(spec.model.name_or_path, spec.model.revision)
     return PlanContext(
@@ -150,6 +151,7 @@ def plan_context(
         model=info,
         target_modules=resolved_target_modules(spec, info),
         resume_from=resume_from,
+        prequantized=resolve_prequantized(spec, info),
     )
 
 

@@ -17,6 +17,7 @@ from typing import Any
 
 from . import methods as method_table
 from .model_info import ModelInfo
+from .prequantized import bnb_4bit_config
 
 GIB = 1024**3
 DTYPE_BYTES = {"float32": 4, "bfloat16": 2, "float16": 2}
@@ -145,9 +146,13 @@ def estimate(spec, info: ModelInfo, target_modules: list[str] | None) -> MemoryE
         for key in REQUIRED
     ):
         return None
-    shapes = info.weight_shapes or weight_shapes(config)
-    if info.weight_shapes:
+    # a stored 4-bit checkpoint's headers hold packed bytes and quantization constants: count the config's shapes,
+    # its 16-bit modules (llm_int8_skip_modules) at the model's dtype
+    stored = bnb_4bit_config(info.config)
+    shapes = weight_shapes(config) if stored or not info.weight_shapes else info.weight_shapes
+    if info.weight_shapes and not stored:
         source = "safetensors headers"
+    kept_in_dtype = NOT_QUANTIZED + tuple((stored or {}).get("llm_int8_skip_modules") or ())
     dtype_bytes = DTYPE_BYTES[spec.model.dtype]
     a, q, t = spec.adapter, spec.quantization, spec.training
     full = a.type == "full"
@@ -156,7 +161,7 @@ def estimate(spec, info: ModelInfo, target_modules: list[str] | None) -> MemoryE
     weights = 0.0
     for name, shape in shapes.items():
         n = math.prod(shape)
-        linear = len(shape) == 2 and not any(part in name for part in NOT_QUANTIZED)
+        linear = len(shape) == 2 and not any(part in name for part in kept_in_dtype)
         if q.bits == 4 and linear:
             weights += n * (0.5 + (1 / 64 + 4 / (64 * 256) if q.double_quant else 4 / 64))
         elif q.bits == 8 and linear:

@@ -21,6 +21,7 @@ class QuantizationSpec(Section):
     compute_dtype: Dtype | None = Field(None, description="Dtype of 4-bit matmuls; null means model.dtype.")
     prequantized: bool = Field(
         True,
-        description="unsloth only: with bits 4 and a hub name, load unsloth's pre-quantized dynamic 4-bit "
-        "twin (…-unsloth-bnb-4bit) when its mapping table has one. false loads the name as written.",
+        description="With bits 4 and a hub name, every backend loads unsloth's pre-quantized dynamic 4-bit "
+        "twin (…-unsloth-bnb-4bit, found in unsloth's mapping table) as stored. false loads the name as "
+        "written and quantizes it at load time. A local 4-bit checkpoint always loads as stored.",
     )
