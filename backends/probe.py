@@ -21,7 +21,11 @@ def record_train_start(folder: str, model, train_dataloader) -> None:
     os.makedirs(folder, exist_ok=True)
     trainable = {name: param for name, param in model.named_parameters() if param.requires_grad}
     sizes = {_canonical(name): int(param.numel()) for name, param in trainable.items()}
-    summary = {"count": sum(sizes.values()), "parameters": sizes, "quantized_modules": quantized_modules(model)}
+    summary = {
+        "count": sum(sizes.values()),
+        "parameters": sizes,
+        "quantized_modules": quantized_modules(model),
+    }
     with open(os.path.join(folder, "trainable.json"), "w") as handle:
         json.dump(summary, handle, indent=1)
     if sum(sizes.values()) < 50_000_000:  # adapters; a full model's initial weights are its checkpoint
