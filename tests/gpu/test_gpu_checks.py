@@ -4,11 +4,15 @@
 2. Parity on GPU in bf16: peft vs unsloth (and ms-swift where it is installed) through `unify compare`,
    with the measured differences written to $UNIFIER_GPU_RESULTS so the tolerances come from a real run.
 3. With two or more GPUs: peft vs ms-swift on two processes under DDP, ZeRO-2/3 and FSDP2 (NCCL, rank check).
+4. With two or more GPUs: a stored 4-bit checkpoint (unsloth's dynamic 4-bit layout, on the tiny model) on
+   ms-swift with one process and with every GPU: tokens/s of each and their ratio, recorded.
 """
 
 import importlib.util
 import json
 import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -169,3 +173,31 @@ def test_two_gpus_peft_vs_swift(tmp_path, strategy):
         assert details["rank_check"]["process_group_backend"] == "nccl", run["backend"]
     (pair,) = report["pairs"]
     assert pair["samples"]["identical"] is True and pair["losses"]["max_relative_difference"] < 5e-2
+
+
+@pytest.mark.skipif(not _cuda() or _gpus() < 2, reason="needs two CUDA GPUs")
+def test_stored_4bit_weights_on_one_gpu_and_on_all(tmp_path):
+    """unsloth's limit lifted: the same stored 4-bit weights on 1 GPU and on every GPU (ms-swift DDP), the
+    global batch growing with the GPUs; tokens/s of each from metrics.jsonl."""
+    from ..test_prequantized import BUILD, KEPT_16BIT
+
+    model = tmp_path / "tiny-qwen2-bnb-4bit"
+    built = subprocess.run(
+        [sys.executable, "-c", BUILD, str(model), ",".join(KEPT_16BIT)], capture_output=True
+    )
+    assert built.returncode == 0, built.stderr[-3000:]
+    speeds = {}
+    for processes in (1, _gpus()):
+        recipe = gpu_recipe(
+            tmp_path / f"p{processes}",
+            "tiny-cpu-qlora.yaml",
+            model={"name_or_path": str(model), "dtype": "bfloat16"},
+            compute={"device": "cuda", "nproc_per_node": processes, "master_port": 29821},
+        )
+        result = unify("run", str(recipe), "--backend", "swift", timeout=1800)
+        assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+        rows = [json.loads(line) for line in (run_folder_of(recipe, "swift") / "metrics.jsonl").open()]
+        tokens = rows[-1]["tokens_seen"] - rows[0]["tokens_seen"]
+        speeds[processes] = tokens / sum(row["step_time"] for row in rows[1:])
+    record("stored_4bit_tokens_per_second", {**speeds, "ratio": speeds[_gpus()] / speeds[1]})
+    assert all(speed > 0 for speed in speeds.values())
