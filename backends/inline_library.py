@@ -35,12 +35,13 @@ def load_data(config):
         files["eval"] = paths["eval_file"]
     if config["data_kind"] == "prompt":
         return tuple(prompt_rows(files[split]) if split in files else None for split in ("train", "eval"))
-    columns = (
-        ("prompt_ids", "chosen_ids", "rejected_ids")
-        if config["data_kind"] == "preference"
-        else ("input_ids", "assistant_masks")
-    )
+    columns = {
+        "preference": ("prompt_ids", "chosen_ids", "rejected_ids"),
+        "unpaired": ("prompt_ids", "completion_ids", "kl_completion_ids"),
+    }.get(config["data_kind"], ("input_ids", "assistant_masks"))
     features = Features({name: Sequence(Value("int32")) for name in columns})
+    if config["data_kind"] == "unpaired":
+        features["label"] = Value("bool")
     data = load_dataset("json", data_files=files, features=features)
     if config["method"] == "reward":  # trl's RewardTrainer scores whole sequences: prompt + answer
         data = data.map(
@@ -227,6 +228,57 @@ def pretokenized_dpo_trainer():
     return PreTokenizedDPOTrainer
 
 
+def pretokenized_kto_trainer(base):
+    """trl's KTO trainer on unifier's rows (prompt_ids, completion_ids, label, and kl_completion_ids: the answer
+    unifier paired the prompt with for the KL estimate, data/tokens.py): its tokenization steps become these
+    ids (no BOS/EOS added, no truncation: unifier's encoder did both) and its own pairing is not redone; the
+    collator, reference handling and loss are trl's."""
+    import trl.experimental.kto.kto_trainer as kto_module
+
+    def process_tokens(example, model=None, **kwargs):
+        prefix = kwargs["prefix"]
+        prompt = list(example["prompt_ids"])
+        answer = list(example["kl_completion_ids" if prefix == "KL_" else "completion_ids"])
+        return {
+            f"{prefix}prompt_input_ids": prompt,
+            f"{prefix}prompt_attention_mask": [1] * len(prompt),
+            f"{prefix}completion_input_ids": prompt + answer,
+            f"{prefix}completion_attention_mask": [1] * (len(prompt) + len(answer)),
+            f"{prefix}completion_labels": [-100] * len(prompt) + answer,
+        }
+
+    class PreTokenizedKTOTrainer(base):
+        def __init__(self, *args, **kwargs):
+            replaced = {
+                "_tokenize": lambda batch, tokenizer: {},
+                "_process_tokens": process_tokens,
+                "_get_kl_dataset": lambda batch: batch,
+            }
+            saved = {name: getattr(kto_module, name) for name in replaced}
+            for name, function in replaced.items():
+                setattr(kto_module, name, function)
+            try:
+                super().__init__(*args, **kwargs)
+            finally:
+                for name, function in saved.items():
+                    setattr(kto_module, name, function)
+
+        def _track_num_input_tokens(self, inputs):
+            """Tokens the policy reads: the padded answers batch and, for the KL estimate, the padded KL batch
+            (transformers finds no input_ids in these batches and would count nothing)."""
+            import torch
+
+            if self.args.include_num_input_tokens_seen == "no" or "completion_input_ids" not in inputs:
+                return super()._track_num_input_tokens(inputs)
+            count = inputs["completion_input_ids"].numel()
+            if "KL_completion_input_ids" in inputs:
+                count += inputs["KL_completion_input_ids"].numel()
+            count = torch.tensor(count, device=inputs["completion_input_ids"].device)
+            self.state.num_input_tokens_seen += self.accelerator.gather(count).sum().item()
+
+    return PreTokenizedKTOTrainer
+
+
 def pretokenized_pair_trainer(base, nll_on_answer):
     """trl's ORPO / CPO (SimPO) trainer on rows that are already tokens (prompt_ids, chosen_ids, rejected_ids):
     each row becomes the prompt_/chosen_/rejected_ input_ids, attention_mask and labels its tokenize_row would
@@ -300,6 +352,8 @@ def trainer_class(config):
     if method == "dpo":
         return pretokenized_dpo_trainer()
     base = trl_class(config["trainer_classes"]["trainer"])
+    if method == "kto":
+        return pretokenized_kto_trainer(base)
     if method in ("orpo", "simpo"):
         return pretokenized_pair_trainer(base, nll_on_answer=method == "orpo")
     if method == "grpo":

@@ -18,7 +18,7 @@ class PeftBackend(TrlBackend):
     program_module = "unifier.backends.peft_program"
     script_name = "train_peft.py"
     capabilities = Capabilities(
-        methods=("sft", "dpo", "orpo", "simpo", "reward", "grpo"),
+        methods=("sft", "dpo", "kto", "orpo", "simpo", "reward", "grpo"),
         strategies=("ddp", "zero2", "zero2_offload", "zero3", "zero3_offload", "fsdp2"),
         multi_node=True,
         notes=(

@@ -140,6 +140,15 @@ def method_section(ctx: PlanContext) -> dict[str, Any]:
     args: dict[str, Any] = {}
     if t.method == "dpo":
         args = {"beta": t.dpo.beta, "loss_type": [t.dpo.loss_type]}
+    elif t.method == "kto":
+        k = t.kto
+        args = {
+            "beta": k.beta,
+            "desirable_weight": k.desirable_weight,
+            "undesirable_weight": k.undesirable_weight,
+            "loss_type": k.loss_type,
+            "remove_unused_columns": False,  # the trainer reads the label and the KL answers
+        }
     elif t.method == "orpo":
         args = {"beta": t.orpo.beta}
     elif t.method == "simpo":
@@ -173,7 +182,7 @@ def method_section(ctx: PlanContext) -> dict[str, Any]:
             "log_completions": False,
             "remove_unused_columns": False,  # the rows' prompt_ids and reward columns reach the trainer
         }
-    if t.method in ("orpo", "simpo", "grpo", "reward"):
+    if t.method in ("kto", "orpo", "simpo", "grpo", "reward"):
         args["disable_dropout"] = True  # trl's default, which ms-swift keeps too (it has no flag for it)
     fragment: dict[str, Any] = {
         "method": t.method,

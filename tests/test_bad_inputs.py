@@ -382,8 +382,14 @@ def data_cases(tmp_path: Path) -> list:
     case(
         "unused-column",
         "s.jsonl",
+        [{**GOOD_ROW, "score": 0.9}],
+        ["FILE:1", "'score'", "columns:", "extra_columns: ignore"],
+    )
+    case(
+        "kto-answers-under-sft",
+        "kto-answers.jsonl",
         [{**GOOD_ROW, "label": True}],
-        ["FILE:1", "'label'", "columns:", "extra_columns: ignore"],
+        ["unpaired rows", "'label'", "training.method: kto", "format: messages"],
     )
     case(
         "column-map-to-missing",

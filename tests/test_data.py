@@ -246,15 +246,19 @@ def test_llamafactory_preference_layout_and_alpaca_history(tmp_path):
 
 
 def test_a_column_the_format_does_not_read_is_refused_or_ignored_on_request(tmp_path):
-    """LLaMA-Factory's kto_en_demo layout (messages + a boolean label): the label must not vanish silently."""
+    """LLaMA-Factory's kto_en_demo layout (messages + a boolean label) reads as KTO's unpaired answers; declared
+    as messages, the label must not vanish silently."""
     kto = {
         "messages": [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "go away"}],
         "label": False,
     }
     path = write_jsonl(tmp_path / "kto.jsonl", [kto])
-    with pytest.raises(UserError, match=r"kto.jsonl:1: column 'label' is not read by the messages format"):
+    with pytest.raises(UserError, match=r"sources hold unpaired rows") as caught:
         prepare_data(spec_for(path))
-    data = prepare_data(spec_for(path, extra_columns="ignore"))
+    assert "training.method: kto" in caught.value.hint
+    with pytest.raises(UserError, match=r"kto.jsonl:1: column 'label' is not read by the messages format"):
+        prepare_data(spec_for(path, format="messages"))
+    data = prepare_data(spec_for(path, format="messages", extra_columns="ignore"))
     assert "label" not in data.train[0]
 
 

@@ -56,6 +56,11 @@ CONTEXTS = {
         }
         for method in ("dpo", "orpo", "simpo", "reward")
     },
+    "training.kto.": {
+        "training.method": "kto",
+        "data.train": [{"path": "builtin:tiny-kto"}],
+        "training.per_device_batch_size": 2,
+    },
     "training.grpo.": {
         "training.method": "grpo",
         "data.train": [{"path": "builtin:tiny-prompts"}],

@@ -148,7 +148,7 @@ def test_switching_a_recipes_method_names_the_section_to_drop():
     refused(kept, "'dpo' holds the options of method dpo", "--set training.dpo=null")
     switched = unify("validate", dpo, "--set", "training.method=orpo", "--set", "training.dpo=null")
     assert switched.returncode == 0 and "(lora, orpo)" in switched.stdout, switched.stderr
-    refused(unify("validate", dpo, "--set", "training.method=kto"), "training.method must be one of sft, dpo")
+    refused(unify("validate", dpo, "--set", "training.method=ppo"), "training.method must be one of sft, dpo")
 
 
 @pytest.mark.parametrize(

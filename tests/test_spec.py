@@ -97,6 +97,7 @@ def test_schema_command_prints_json():
     assert variants == [
         "SFTTraining",
         "DPOTraining",
+        "KTOTraining",
         "ORPOTraining",
         "SimPOTraining",
         "RewardTraining",

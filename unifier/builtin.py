@@ -16,6 +16,7 @@ BUILTIN_MODELS = ("tiny-qwen2",)
 BUILTIN_DATA = {
     "tiny-chat": "tiny_chat.jsonl",
     "tiny-preference": "tiny_preference.jsonl",
+    "tiny-kto": "tiny_kto.jsonl",  # the preference pairs as single answers with a label (messages + label)
     "tiny-prompts": "tiny_prompts.jsonl",  # additions with their answers: GRPO prompts (recipes/tiny-cpu-grpo.yaml)
     "tiny-retain": "tiny_retain.jsonl",  # general questions, not the tiny chat task: `unify eval --retain`
 }

@@ -94,6 +94,8 @@ def _evaluate_locked(run: TrainedRun, request: EvalRequest) -> dict[str, Any]:
     # a run without eval data is evaluated on the retain set and the benchmarks alone
     alone = (request.benchmarks or request.retain) and not request.data and not _has_eval_data(run)
     task_rows = None if alone else _rows(run, request.data, "eval")
+    if task_rows and "label" in task_rows[0]:  # KTO's answers: the desirable ones are the task
+        task_rows = [row for row in task_rows if row["label"]]
     retain_rows = _rows(run, request.retain, "retain") if request.retain else None
     partial = scratch_folder(run.folder.root, ".eval.", ".partial")
     try:
@@ -315,7 +317,15 @@ def run_encoder(tokenizer, run: TrainedRun):
 
 def _ids_and_mask(encoder, row: dict) -> tuple[list[int], list[int]]:
     """A row's tokens and loss mask as training encodes them (a preference pair: its chosen side)."""
-    kind = "text" if "text" in row else "preference" if "chosen" in row else "chat"
+    kind = (
+        "text"
+        if "text" in row
+        else "preference"
+        if "chosen" in row
+        else "unpaired"
+        if "label" in row
+        else "chat"
+    )
     encoded = encoder.encode(kind, row)
     return encoded.ids, encoded.mask
 
@@ -329,6 +339,8 @@ def _prompt_and_reference(row: dict) -> tuple[list[dict] | None, str | None]:
         return messages[:last], messages[last].get("content")
     if "chosen" in row:
         return row["prompt"], row["chosen"][-1].get("content")
+    if "completion" in row:
+        return row["prompt"], row["completion"][-1].get("content")
     return None, None
 
 

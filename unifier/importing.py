@@ -450,12 +450,12 @@ def translate_llamafactory(t: Translator) -> None:
         t.put("data.assistant_only_loss", not train_on_prompt)
 
     stage = t.text("stage", "sft")
-    if stage not in ("sft", "dpo", "pt", "rm"):
+    if stage not in ("sft", "dpo", "pt", "rm", "kto"):
         raise UserError(
-            f"stage '{stage}': unifier imports sft, pt (as sft on text), rm (reward) and dpo (pref_loss sigmoid / "
-            f"ipo / hinge, orpo or simpo); there is no {stage} import yet"
+            f"stage '{stage}': unifier imports sft, pt (as sft on text), rm (reward), kto and dpo (pref_loss "
+            f"sigmoid / ipo / hinge, orpo or simpo); there is no {stage} import yet"
         )
-    t.put("training.method", {"dpo": "dpo", "rm": "reward"}.get(stage, "sft"))
+    t.put("training.method", {"dpo": "dpo", "rm": "reward", "kto": "kto"}.get(stage, "sft"))
     kind = t.text("finetuning_type", "lora")
     bits = t.number("quantization_bit", int)
     method = t.get("quantization_method", "bnb")
@@ -484,6 +484,12 @@ def translate_llamafactory(t: Translator) -> None:
         t.put("quantization.double_quant", t.flag("double_quantization"))
     if stage == "dpo":
         llamafactory_preference_method(t)
+    elif (
+        stage == "kto"
+    ):  # LLaMA-Factory's defaults: pref_beta 0.1, kto_chosen_weight / kto_rejected_weight 1.0
+        t.put("training.kto.beta", default(t.number("pref_beta"), 0.1))
+        t.put("training.kto.desirable_weight", default(t.number("kto_chosen_weight"), 1.0))
+        t.put("training.kto.undesirable_weight", default(t.number("kto_rejected_weight"), 1.0))
 
     dataset_dir = t.base_dir / t.text("dataset_dir", "data")
     names = t.names("dataset")
@@ -559,7 +565,15 @@ def llamafactory_source(t: Translator, name: str, dataset_dir: Path, stage: str,
         t.untranslated.append(
             f"dataset {name}: not in {info_file} (kept as a hub name); point data.train's path at the file"
         )
-        source["format"] = "preference" if stage in ("dpo", "rm") else "text" if stage == "pt" else "auto"
+        source["format"] = (
+            "preference"
+            if stage in ("dpo", "rm")
+            else "text"
+            if stage == "pt"
+            else "unpaired"
+            if stage == "kto"
+            else "auto"
+        )
     else:
         if "file_name" in entry:
             source["path"] = str((dataset_dir / entry["file_name"]).resolve())
@@ -576,6 +590,19 @@ def llamafactory_format(entry: dict, stage: str) -> dict[str, Any]:
     formatting = entry.get("formatting", "alpaca")
     columns = dict(entry.get("columns") or {})
     tags = dict(entry.get("tags") or {})
+    if stage == "kto":  # a conversation ending with the judged answer + its kto_tag column
+        if formatting != "sharegpt":
+            raise UserError(
+                "stage kto: the dataset's alpaca layout is not imported (unifier reads KTO answers as "
+                "prompt/completion/label or a conversation + label)",
+                hint="convert the rows to the sharegpt layout, or write the data source by hand",
+            )
+        source = llamafactory_format(entry, "sft")
+        source["format"] = "unpaired"
+        label = columns.get("kto_tag", "label")
+        if label != "label":
+            source["columns"] = {**source.get("columns", {}), "label": label}
+        return source
     if entry.get("ranking") or stage in ("dpo", "rm"):
         mapped = {
             ours: columns[theirs]

@@ -72,6 +72,19 @@ METHODS: dict[str, Method] = {
             reference_model=True,
         ),
         Method(
+            name="kto",
+            summary="Kahneman-Tversky optimisation: single answers marked desirable or undesirable (no pairs), "
+            "against a frozen reference",
+            data_kinds=("unpaired",),
+            trl_config="trl.experimental.kto.kto_config:KTOConfig",
+            trl_trainer="trl.experimental.kto:KTOTrainer",
+            swift_rlhf_type="kto",
+            metric_prefixes=(*PAIR_METRICS, "kl", "count/"),
+            data_hint="use unpaired answers for kto ({'prompt': ..., 'completion': ..., 'label': true|false}, or "
+            "messages ending with the answer + label)",
+            reference_model=True,
+        ),
+        Method(
             name="orpo",
             summary="odds-ratio preference optimisation: SFT on the chosen answer plus an odds-ratio term, "
             "no reference model",

@@ -240,12 +240,32 @@ class Encoder:
             return self._preference(row)
         if kind == "prompt":
             return self._prompt(row)
+        if kind == "unpaired":
+            return self._unpaired(row)
         ids, mask, dropped = self.chat(row["messages"], row.get("tools"))
         kept, kept_mask = ids[: self.max_len], mask[: self.max_len]
         return Encoded(
             {"input_ids": kept, "assistant_masks": kept_mask},
             len(ids), sum(mask), sum(kept_mask), dropped, ids=ids, mask=mask,
         )  # fmt: skip
+
+    def _answer_ids(self, prompt: list[dict], prompt_text: str, prompt_ids: list[int], answer: list[dict],
+                    tools, side: str) -> list[int]:  # fmt: skip
+        """The tokens of an answer: the tokenized whole conversation after the prompt's tokens (checked to be
+        their prefix), untruncated."""
+        whole, _ = self.render(prompt + answer, tools)
+        if not whole.startswith(prompt_text):
+            raise EncodeError(
+                f"{side}: the prompt's rendering is not the start of the whole conversation's "
+                f"({_first_difference(prompt_text, whole)})"
+            )
+        ids = list(self.vocabulary.encode(whole).ids)
+        if ids[: len(prompt_ids)] != prompt_ids:
+            raise EncodeError(
+                f"{side}: the tokenized prompt is not a token prefix of the tokenized conversation (the answer's "
+                "first characters merge with the prompt's last token)"
+            )
+        return ids[len(prompt_ids) :]
 
     def _preference(self, row: dict) -> Encoded:
         tools = row.get("tools")
@@ -254,19 +274,7 @@ class Encoder:
         layout: dict[str, list[int]] = {"prompt_ids": prompt_ids[: self.max_len]}
         lengths = {}
         for side in ("chosen", "rejected"):
-            whole, _ = self.render(row["prompt"] + row[side], tools)
-            if not whole.startswith(prompt_text):
-                raise EncodeError(
-                    f"{side}: the prompt's rendering is not the start of the whole conversation's "
-                    f"({_first_difference(prompt_text, whole)})"
-                )
-            ids = list(self.vocabulary.encode(whole).ids)
-            if ids[: len(prompt_ids)] != prompt_ids:
-                raise EncodeError(
-                    f"{side}: the tokenized prompt is not a token prefix of the tokenized conversation (the answer's "
-                    "first characters merge with the prompt's last token)"
-                )
-            completion = ids[len(prompt_ids) :]
+            completion = self._answer_ids(row["prompt"], prompt_text, prompt_ids, row[side], tools, side)
             lengths[side] = len(completion)
             layout[f"{side}_ids"] = completion[: max(self.max_len - len(prompt_ids), 0)]
         full = len(prompt_ids) + lengths["chosen"]
@@ -274,6 +282,23 @@ class Encoder:
             layout, full, lengths["chosen"], len(layout["chosen_ids"]),
             ids=prompt_ids + layout["chosen_ids"],
             mask=[0] * len(prompt_ids) + [1] * len(layout["chosen_ids"]),
+        )  # fmt: skip
+
+    def _unpaired(self, row: dict) -> Encoded:
+        """KTO: prompt_ids (with the generation prompt), completion_ids (the rest of the whole conversation) and
+        the label; kl_completion_ids (another row's answer, for KTO's KL estimate) is added when the rows are
+        written in training order (data/tokens.py)."""
+        tools = row.get("tools")
+        prompt_text, _ = self.render(row["prompt"], tools, add_generation_prompt=True)
+        prompt_ids = list(self.vocabulary.encode(prompt_text).ids)
+        answer = self._answer_ids(
+            row["prompt"], prompt_text, prompt_ids, row["completion"], tools, "completion"
+        )
+        kept = answer[: max(self.max_len - len(prompt_ids), 0)]
+        layout = {"prompt_ids": prompt_ids[: self.max_len], "completion_ids": kept, "label": row["label"]}
+        return Encoded(
+            layout, len(prompt_ids) + len(answer), len(answer), len(kept),  # type: ignore[arg-type]
+            ids=prompt_ids + kept, mask=[0] * len(prompt_ids) + [1] * len(kept),
         )  # fmt: skip
 
     def _prompt(self, row: dict) -> Encoded:

@@ -7,6 +7,8 @@ Canonical rows (what every backend trains on):
 - preference: {"prompt": [messages], "chosen": [messages], "rejected": [messages], ["tools": [...]]}
 - prompt:     {"prompt": [messages], "columns": {name: value...}, ["tools": [...]]} (GRPO: the model writes the
                answer; the row's other columns reach the reward functions, e.g. a reference answer)
+- unpaired:   {"prompt": [messages], "completion": [messages], "label": true|false, ["tools": [...]]} (KTO: one
+               answer marked desirable or undesirable, no pair)
 
 Formats as people write them: OpenAI messages (with tools / tool_calls), sharegpt (with LLaMA-Factory's
 and ms-swift's function_call / observation turns, tools as a JSON string), alpaca (with history), raw
@@ -38,6 +40,7 @@ KIND_OF_FORMAT = {
     "text": "text",
     "preference": "preference",
     "prompt": "prompt",
+    "unpaired": "unpaired",
 }
 # the columns each format reads; any other column is refused unless the source says extra_columns: ignore
 COLUMNS = {
@@ -47,6 +50,8 @@ COLUMNS = {
     "text": {"text"},
     "preference": {"prompt", "chosen", "rejected", "conversations", "messages", "system", "tools"},
     "prompt": None,  # every other column is passed to the reward functions
+    # trl's prompt/completion/label, or ms-swift's and LLaMA-Factory's (kto_tag) messages + label
+    "unpaired": {"prompt", "completion", "label", "messages", "conversations", "system", "tools"},
 }
 
 
@@ -58,6 +63,8 @@ def detect_format(row: dict) -> str:
     keys = set(row)
     if "chosen" in keys and "rejected" in keys:
         return "preference"
+    if "label" in keys and keys & {"completion", "messages", "conversations"}:
+        return "unpaired"
     if "messages" in keys:
         return "messages"
     if "conversations" in keys:
@@ -70,7 +77,8 @@ def detect_format(row: dict) -> str:
         return "prompt"
     raise RowError(
         f"cannot tell the format from the keys {sorted(keys)}; expected messages (OpenAI), conversations "
-        "(sharegpt), instruction+output (alpaca), text, chosen+rejected (preference) or prompt (GRPO prompts)",
+        "(sharegpt), instruction+output (alpaca), text, chosen+rejected (preference), prompt (GRPO prompts) or "
+        "completion/messages + label (KTO's unpaired answers)",
     )
 
 
@@ -81,8 +89,8 @@ def to_canonical(fmt: str, row: dict, roles: dict[str, str], *, extra_columns: s
             f"column{'s' if len(unused) > 1 else ''} {', '.join(repr(c) for c in unused)} "
             f"{'are' if len(unused) > 1 else 'is'} not read by the {fmt} format (it reads "
             f"{', '.join(sorted(COLUMNS[fmt]))}); map a column to one the format reads with columns:, or set "
-            "extra_columns: ignore on this source to leave such columns out (a KTO 'label' or a score would "
-            "then be ignored: the rows train as plain SFT)"
+            "extra_columns: ignore on this source to leave such columns out (a score would then be ignored: "
+            "the rows train as they are)"
         )
     return CONVERTERS[fmt](row, roles)
 
@@ -305,19 +313,22 @@ def _text(row: dict, roles: dict[str, str]) -> dict:
     return {"text": text}
 
 
+def _as_messages(value: Any, key: str, default_role: str, roles: dict[str, str]) -> list[dict]:
+    """Text (one turn of default_role), one sharegpt turn (LLaMA-Factory), or a list of messages / turns."""
+    if isinstance(value, str):
+        return [{"role": default_role, "content": value}]
+    if isinstance(value, dict) and ("from" in value or "value" in value):  # LLaMA-Factory: one sharegpt turn
+        return _sharegpt_turns([value], roles, key)
+    if isinstance(value, list) and value and all(isinstance(m, dict) for m in value):
+        if any("from" in m for m in value):
+            return _sharegpt_turns(value, roles, key)
+        return _message_list(value, roles, key)
+    raise RowError(f"'{key}' must be text or a non-empty list of messages")
+
+
 def _preference(row: dict, roles: dict[str, str]) -> dict:
     def as_messages(value: Any, key: str, default_role: str) -> list[dict]:
-        if isinstance(value, str):
-            return [{"role": default_role, "content": value}]
-        if isinstance(value, dict) and (
-            "from" in value or "value" in value
-        ):  # LLaMA-Factory: one sharegpt turn
-            return _sharegpt_turns([value], roles, key)
-        if isinstance(value, list) and value and all(isinstance(m, dict) for m in value):
-            if any("from" in m for m in value):
-                return _sharegpt_turns(value, roles, key)
-            return _message_list(value, roles, key)
-        raise RowError(f"'{key}' must be text or a non-empty list of messages")
+        return _as_messages(value, key, default_role, roles)
 
     chosen = as_messages(row.get("chosen"), "chosen", "assistant")
     rejected = as_messages(row.get("rejected"), "rejected", "assistant")
@@ -377,6 +388,49 @@ def _prompt(row: dict, roles: dict[str, str]) -> dict:
     return {"prompt": messages, "columns": columns, **_tools_of(row)}
 
 
+def _label(value: Any) -> bool:
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, int) and value in (0, 1):  # CSV / parquet booleans
+        return bool(value)
+    if isinstance(value, str) and value.strip().lower() in ("true", "false"):
+        return value.strip().lower() == "true"
+    shown = "missing" if value is None else f"got {value!r}"
+    raise RowError(f"'label' must be true (a desirable answer) or false (an undesirable one), {shown}")
+
+
+def _unpaired(row: dict, roles: dict[str, str]) -> dict:
+    """KTO: one answer with a label, no pair. trl's layout (prompt + completion, text or messages) or ms-swift's
+    and LLaMA-Factory's (a conversation whose last assistant turn is the answer, and a label)."""
+    label = _label(row.get("label"))
+    if "system" in row and row["system"] is not None and not isinstance(row["system"], str):
+        raise RowError("'system' must be text")
+    if "completion" in row:
+        if "prompt" not in row:
+            raise RowError("'completion' needs the 'prompt' it answers")
+        prompt = _as_messages(row["prompt"], "prompt", "user", roles)
+        completion = _as_messages(row["completion"], "completion", "assistant", roles)
+        if any(m["role"] != "assistant" for m in completion):
+            raise RowError(
+                "'completion' must hold the assistant's answer only (earlier turns go in 'prompt')"
+            )
+    else:
+        key = "messages" if "messages" in row else "conversations"
+        if "prompt" in row:
+            raise RowError(f"'prompt' beside '{key}': give prompt + completion, or one conversation + label")
+        turns = _as_messages(row[key], key, "user", roles)
+        if turns[-1]["role"] != "assistant":
+            raise RowError(f"'{key}' must end with the assistant answer that the label judges")
+        prompt, completion = turns[:-1], turns[-1:]
+    prompt = _checked_messages(_system_of(row) + prompt, "prompt")
+    if not prompt or prompt[-1]["role"] == "assistant":
+        raise RowError("the answer needs a prompt before it that ends with a user (or tool) turn")
+    _checked_messages(prompt + completion, "completion")
+    if not isinstance(completion[-1].get("content"), str):
+        raise RowError("the answer must end with assistant text")
+    return {"prompt": prompt, "completion": completion, "label": label, **_tools_of(row)}
+
+
 CONVERTERS: dict[str, Callable[[dict, dict[str, str]], dict]] = {
     "alpaca": _alpaca,
     "sharegpt": _sharegpt,
@@ -384,4 +438,5 @@ CONVERTERS: dict[str, Callable[[dict, dict[str, str]], dict]] = {
     "text": _text,
     "preference": _preference,
     "prompt": _prompt,
+    "unpaired": _unpaired,
 }

@@ -22,7 +22,7 @@ MAX_WARNINGS = 50
 
 @dataclass
 class PreparedData:
-    kind: str  # chat | text | preference
+    kind: str  # chat | text | preference | prompt | unpaired
     train: list[dict]
     eval: list[dict]
     formats: list[str] = field(default_factory=list)
@@ -35,6 +35,7 @@ class PreparedData:
     shuffle: bool = True
     encoder: object = None  # the job's Encoder and each split's encoded rows, once counted (data/tokens.py)
     encoded: dict = field(default_factory=dict)
+    kl_group: int = 0  # KTO: the rows of one forward pass of every process, whose answers trade places for KL
 
     def split(self, name: str) -> list[dict]:
         return self.train if name == "train" else self.eval
@@ -158,6 +159,7 @@ def prepare_data(spec: JobSpec, *, read_hub: bool = True, progress: bool = False
         epochs_in_file=epochs_in_file(spec, len(train)),
         seed=data.seed,
         shuffle=data.shuffle,
+        kl_group=spec.training.per_device_batch_size * spec.compute.world_size if kind == "unpaired" else 0,
     )
 
 
@@ -267,7 +269,7 @@ def _normalize_source(
 def _suspicious(row: dict) -> list[str]:
     """What trains but is probably not meant: empty turns, rows of several megabytes."""
     problems = []
-    for key in ("messages", "prompt", "chosen", "rejected"):
+    for key in ("messages", "prompt", "chosen", "rejected", "completion"):
         for index, message in enumerate(row.get(key) or []):
             if not message.get("content", "").strip() and not message.get("tool_calls"):
                 problems.append(f"{key}[{index}] ({message.get('role')}) is empty")
@@ -303,8 +305,14 @@ def _single_kind(kinds: set[str], spec: JobSpec) -> str:
     kind = next(iter(kinds), allowed[0])
     if kind not in allowed:
         expected = " or ".join(allowed)
+        hint = method_table.method(method).data_hint
+        if kind == "unpaired":
+            hint = (
+                "the rows carry a 'label' column, which makes them KTO's unpaired answers: set training.method: "
+                f"kto, or train them as {expected} rows without it (format: messages and extra_columns: ignore "
+                "on the source)"
+            )
         raise UserError(
-            f"training.method '{method}' needs {expected} data, but the sources hold {kind} rows",
-            hint=method_table.method(method).data_hint,
+            f"training.method '{method}' needs {expected} data, but the sources hold {kind} rows", hint=hint
         )
     return kind

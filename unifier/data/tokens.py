@@ -328,14 +328,35 @@ def write_tokens(folder, data) -> None:
     encoder = data.encoder
     for split in ("train", "eval") if data.eval else ("train",):
         encoded = data.encoded[split]
+        layouts = [encoded[index].layout for index in data.file_order(split)]
+        if data.kind == "unpaired":
+            layouts = with_kl_completions(layouts, data.kl_group, encoder.max_len)
         with folder.tokens_file(split).open("w", encoding="utf-8") as handle:
-            for index in data.file_order(split):
-                handle.write(json.dumps(encoded[index].layout) + "\n")
+            for layout in layouts:
+                handle.write(json.dumps(layout) + "\n")
     if encoder.template is not None:
         folder.chat_template.write_text(encoder.template.text, encoding="utf-8")
+    pairing = {"kl_group": data.kl_group} if data.kind == "unpaired" else {}
     folder.tokens_summary.write_text(
-        json.dumps({**encoder.fingerprint(), "data": data.fingerprint(), "kind": data.kind}, indent=1) + "\n"
+        json.dumps(
+            {**encoder.fingerprint(), "data": data.fingerprint(), "kind": data.kind, **pairing}, indent=1
+        )
+        + "\n"
     )
+
+
+def with_kl_completions(layouts: list[dict], group: int, max_len: int) -> list[dict]:
+    """KTO's KL estimate compares each prompt with another row's answer: in training order, the rows one forward
+    pass of every process reads (`group` = per-device batch x processes) are paired with the answer of the row
+    before them in that group (the first with the last), trl's own rotation on one process, and unifier's on
+    every backend. The borrowed answer is cut to fit model.max_seq_length after the row's own prompt."""
+    paired = []
+    for start in range(0, len(layouts), max(group, 1)):
+        block = layouts[start : start + max(group, 1)]
+        for position, row in enumerate(block):
+            room = max(max_len - len(row["prompt_ids"]), 0)
+            paired.append({**row, "kl_completion_ids": block[position - 1]["completion_ids"][:room]})
+    return paired
 
 
 def sample_spans(vocabulary: Vocabulary, encoded: Encoded, max_len: int) -> list[tuple[str, bool]]:

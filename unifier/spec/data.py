@@ -9,7 +9,7 @@ from pydantic import Field, field_validator, model_validator
 from .. import builtin
 from .base import Section
 
-DataFormat = Literal["auto", "alpaca", "sharegpt", "messages", "text", "preference", "prompt"]
+DataFormat = Literal["auto", "alpaca", "sharegpt", "messages", "text", "preference", "prompt", "unpaired"]
 
 
 class DataSource(Section):

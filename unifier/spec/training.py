@@ -1,7 +1,7 @@
 """`training:` the optimisation: method, schedule, batch and checkpointing.
 
 `training` is one section per method (discriminated on `method`, default sft): the settings every method
-shares, plus the method's own options section (`dpo:`, `orpo:`, `simpo:`). Which methods exist, their data
+shares, plus the method's own options section (`dpo:`, `kto:`, `orpo:`, `simpo:`, ...). Which methods exist, their data
 and their trainers: unifier/methods.py. Every option below is passed explicitly to every backend, including
 where the backends' own defaults disagree (each description names the default it overrides)."""
 
@@ -19,6 +19,24 @@ from .base import Section
 class DPOSpec(Section):
     beta: float = Field(0.1, gt=0, description="DPO temperature.")
     loss_type: Literal["sigmoid", "ipo", "hinge"] = Field("sigmoid", description="DPO loss variant.")
+
+
+class KTOSpec(Section):
+    beta: float = Field(0.1, gt=0, description="KTO temperature (trl's and ms-swift's default 0.1).")
+    desirable_weight: float = Field(
+        1.0,
+        gt=0,
+        description="Loss weight of the desirable answers (label true); with more desirable than undesirable rows "
+        "the paper keeps desirable_weight x desirable rows / (undesirable_weight x undesirable rows) in [1, 4/3].",
+    )
+    undesirable_weight: float = Field(
+        1.0, gt=0, description="Loss weight of the undesirable answers (label false)."
+    )
+    loss_type: Literal["kto", "apo_zero_unpaired"] = Field(
+        "kto",
+        description="kto: the paper's loss, with the KL estimate from mismatched prompt/answer pairs; "
+        "apo_zero_unpaired: APO-zero's unpaired variant (no KL term).",
+    )
 
 
 class ORPOSpec(Section):
@@ -254,6 +272,21 @@ class DPOTraining(TrainingSpecBase):
     dpo: DPOSpec = Field(default_factory=DPOSpec, description="DPO settings.")
 
 
+class KTOTraining(TrainingSpecBase):
+    method: Literal["kto"] = Field(description=method_table.method("kto").summary)
+    kto: KTOSpec = Field(default_factory=KTOSpec, description="KTO settings.")
+
+    @model_validator(mode="after")
+    def _kl_needs_a_batch(self):
+        if self.kto.loss_type == "kto" and self.per_device_batch_size < 2:
+            raise ValueError(
+                "training.per_device_batch_size must be at least 2 for KTO: its KL estimate pairs each prompt with "
+                "the answer of another row in the same forward pass (trl refuses 1); raise it (lower "
+                "gradient_accumulation_steps to keep the global batch), or use kto.loss_type apo_zero_unpaired"
+            )
+        return self
+
+
 class ORPOTraining(TrainingSpecBase):
     method: Literal["orpo"] = Field(description=method_table.method("orpo").summary)
     orpo: ORPOSpec = Field(default_factory=ORPOSpec, description="ORPO settings.")
@@ -277,6 +310,7 @@ class GRPOTraining(TrainingSpecBase):
 VARIANTS: dict[str, type[TrainingSpecBase]] = {
     "sft": SFTTraining,
     "dpo": DPOTraining,
+    "kto": KTOTraining,
     "orpo": ORPOTraining,
     "simpo": SimPOTraining,
     "reward": RewardTraining,
