@@ -87,7 +87,7 @@ class SwiftBackend(Backend):
     requires = ("torch", "transformers", "peft", "trl", "swift")
     option_groups = None  # backend_options.swift: raw `--key value` flags
     capabilities = Capabilities(
-        methods=("sft", "dpo", "orpo", "simpo", "reward", "grpo"),
+        methods=("sft", "dpo", "kto", "orpo", "simpo", "reward", "grpo"),
         strategies=("ddp", "zero2", "zero2_offload", "zero3", "zero3_offload", "fsdp2"),
         multi_node=True,
         packing="GPU only",
@@ -255,6 +255,14 @@ class SwiftBackend(Backend):
         flags: list[tuple[str, Any]] = [("--rlhf_type", rlhf_type)] if rlhf_type else []
         if t.method == "dpo":
             flags += [("--beta", t.dpo.beta), ("--loss_type", t.dpo.loss_type)]
+        elif t.method == "kto":
+            k = t.kto
+            flags += [
+                ("--beta", k.beta),
+                ("--desirable_weight", k.desirable_weight),
+                ("--undesirable_weight", k.undesirable_weight),
+                ("--loss_type", k.loss_type),
+            ]
         elif t.method == "orpo":
             flags += [("--beta", t.orpo.beta)]
         elif t.method == "simpo":
@@ -558,6 +566,18 @@ def swift_row(row: dict, tokens: dict) -> dict:
             # ms-swift's GRPO gives its template only the messages, standard fields and chat_template_kwargs
             "chat_template_kwargs": {"unifier_input_ids": tokens["prompt_ids"]},
             "unifier_columns": json.dumps(row["columns"]),  # one JSON text: no Arrow typing of the values
+        }
+    elif "completion" in row:  # a KTO answer: the KL side is the answer unifier paired the prompt with
+        prompt, kl = tokens["prompt_ids"], tokens["kl_completion_ids"]
+        view = {
+            "messages": row["prompt"] + row["completion"],
+            "rejected_messages": row["prompt"]
+            + [{"role": "assistant", "content": "(the KL answer: token ids)"}],
+            "label": row["label"],
+            "unifier_input_ids": prompt + tokens["completion_ids"],
+            "unifier_labels": [-100] * len(prompt) + tokens["completion_ids"],
+            "rejected_unifier_input_ids": prompt + kl,
+            "rejected_unifier_labels": [-100] * len(prompt) + kl,
         }
     elif "chosen" in row:
         prompt = tokens["prompt_ids"]

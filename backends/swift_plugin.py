@@ -168,6 +168,15 @@ def register_rewards():
         orms[name] = reward_class(name, score)
 
 
+def keep_unifiers_kl_pairs():
+    """KTO: the KL answer of each row is the one unifier paired it with (kl_completion_ids in the row's tokens,
+    data/tokens.py), as on the other backends; ms-swift would reshuffle the rows with data_seed and rotate the
+    answers within its global batch instead."""
+    import swift.pipelines.train.kto as kto
+
+    kto._get_kl_dataset = lambda dataset, total_batch_size, num_proc, seed=None: dataset
+
+
 def install():
     if os.environ.get("UNIFIER_TRUST_REMOTE_CODE", "false") != "true":
         from unifier.backends.remote_code import forbid_remote_code
@@ -184,6 +193,7 @@ def install():
         deepspeed.init_distributed(dist_backend="gloo")
     register_tokens_template()
     register_rewards()
+    keep_unifiers_kl_pairs()
     callbacks_map.update(
         {
             "unifier_metrics": swift_callback(

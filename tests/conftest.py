@@ -281,6 +281,13 @@ def orpo_runs(tmp_path_factory) -> Scenario:
 
 
 @pytest.fixture(scope="session")
+def kto_runs(tmp_path_factory) -> Scenario:
+    """recipes/tiny-cpu-kto.yaml (unpaired answers, unifier's KL pairs) on peft and swift (unsloth: not wired)."""
+    raw = recipe_with("tiny-cpu-kto.yaml", training__max_steps=PAIR_METHOD_STEPS)
+    return compare_scenario(tmp_path_factory, "kto", raw, backends=("peft", "swift"))
+
+
+@pytest.fixture(scope="session")
 def simpo_runs(tmp_path_factory) -> Scenario:
     """recipes/tiny-cpu-simpo.yaml with an NLL term (CPO-SimPO, so every option reaches the loss)."""
     raw = recipe_with("tiny-cpu-simpo.yaml", training__max_steps=PAIR_METHOD_STEPS)

@@ -96,16 +96,18 @@ def test_kto_needs_two_rows_per_forward_pass_for_its_kl_estimate(tmp_path):
     assert JobSpec.model_validate(raw).training.kto.loss_type == "apo_zero_unpaired"
 
 
-def test_kto_runs_on_peft_and_the_others_refuse_it_by_name(tmp_path):
+def test_kto_runs_on_peft_and_swift_and_unsloth_refuses_it_by_name(tmp_path):
     recipe = str(kto_recipe(tmp_path))
     result = unify("validate", recipe)
     assert result.returncode == 0, result.stderr
     assert "unpaired" in result.stdout and "-> peft" in result.stdout
-    for backend in ("swift", "unsloth"):
-        refused(
-            unify("validate", recipe, "--backend", backend),
-            f"training.method 'kto' is not supported by {backend}",
-        )
+    refused(
+        unify("validate", recipe, "--backend", "unsloth"), "training.method 'kto' is not supported by unsloth"
+    )
+    swift = unify("plan", recipe, "--backend", "swift")
+    assert swift.returncode == 0, swift.stderr
+    for flag in ("--rlhf_type kto", "--beta 0.1", "--desirable_weight 1.0", "--undesirable_weight 1.0"):
+        assert flag in swift.stdout, flag
     plan = unify("plan", recipe, "--backend", "peft", "--json")
     assert plan.returncode == 0, plan.stderr
     args = json.loads(plan.stdout)["program"]["config"]["trainer_args"]

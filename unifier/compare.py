@@ -158,7 +158,11 @@ def compare_samples(a: Path, b: Path) -> dict[str, Any]:
         return {"identical": None, "note": "no probe recorded (run with output.probe: true)"}
     sa = [_comparable(json.loads(x)) for x in fa.read_text().splitlines()]
     sb = [_comparable(json.loads(x)) for x in fb.read_text().splitlines()]
-    keys = [k for k in ("input_ids", "labels", "loss_mask") if sa and sb and k in sa[0] and k in sb[0]]
+    keys = [
+        k
+        for k in ("input_ids", "labels", "loss_mask", "kl_input_ids")
+        if sa and sb and k in sa[0] and k in sb[0]
+    ]
     if "input_ids" not in keys:
         return {
             "identical": None,
@@ -198,7 +202,10 @@ def _comparable(sample: dict) -> dict:
         return {"input_ids": sample["prompt_ids"]}
     if "input_ids" not in sample and "chosen_input_ids" in sample:  # trl's ORPO / CPO layout: its chosen side
         sample = {"input_ids": sample["chosen_input_ids"], "labels": sample["chosen_labels"]}
-    out = {"input_ids": sample.get("input_ids")}
+    kl = sample.get("KL_completion_input_ids")  # KTO: the answer and the KL pair it is scored with
+    if "input_ids" not in sample and "completion_input_ids" in sample:
+        sample = {"input_ids": sample["completion_input_ids"], "labels": sample["completion_labels"]}
+    out = {"input_ids": sample.get("input_ids"), "kl_input_ids": kl}
     if "labels" in sample:
         out["labels"] = sample["labels"][1:]
         out["loss_mask"] = [int(label != -100) for label in sample["labels"][1:]]

@@ -191,14 +191,15 @@ def plan(spec: JobSpec, backend: str | None = None, run_dir: str | None = None, 
 def write_data(folder: RunFolder, data: PreparedData, the_plan, backend) -> None:
     """The canonical rows, their encoded tokens (what every backend trains) and the chat template, then every
     view the plan says the backend reads."""
-    from .data.tokens import write_tokens
+    from .data.tokens import file_layouts, write_tokens
 
     data.write(folder)
     write_tokens(folder, data)
     for view in the_plan.data_views:
-        rows, encoded = data.split(view.split), data.encoded[view.split]
+        rows = data.split(view.split)
         views = [
-            backend.view_row(view.layout, rows[i], encoded[i].layout) for i in data.file_order(view.split)
+            backend.view_row(view.layout, rows[i], layout)
+            for i, layout in zip(data.file_order(view.split), file_layouts(data, view.split))
         ]
         write_jsonl(Path(view.path), views)
 

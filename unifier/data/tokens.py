@@ -327,12 +327,8 @@ def write_tokens(folder, data) -> None:
     data/tokens.json: what the rows depend on, so a resumed run can tell they are the same."""
     encoder = data.encoder
     for split in ("train", "eval") if data.eval else ("train",):
-        encoded = data.encoded[split]
-        layouts = [encoded[index].layout for index in data.file_order(split)]
-        if data.kind == "unpaired":
-            layouts = with_kl_completions(layouts, data.kl_group, encoder.max_len)
         with folder.tokens_file(split).open("w", encoding="utf-8") as handle:
-            for layout in layouts:
+            for layout in file_layouts(data, split):
                 handle.write(json.dumps(layout) + "\n")
     if encoder.template is not None:
         folder.chat_template.write_text(encoder.template.text, encoding="utf-8")
@@ -343,6 +339,15 @@ def write_tokens(folder, data) -> None:
         )
         + "\n"
     )
+
+
+def file_layouts(data, split: str) -> list[dict]:
+    """The encoded rows of a split in the order of data/<split>.jsonl (every pass), KTO's KL answers paired."""
+    encoded = data.encoded[split]
+    layouts = [encoded[index].layout for index in data.file_order(split)]
+    if data.kind == "unpaired":
+        layouts = with_kl_completions(layouts, data.kl_group, data.encoder.max_len)
+    return layouts
 
 
 def with_kl_completions(layouts: list[dict], group: int, max_len: int) -> list[dict]:
