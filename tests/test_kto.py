@@ -68,6 +68,9 @@ def test_every_unpaired_layout_reads_as_one_canonical_row(row):
         ({"completion": "Paris.", "label": False}, "needs the 'prompt'"),
         ({"prompt": [USER], "completion": [USER, ANSWER], "label": False}, "the assistant's answer only"),
         ({"prompt": "Q", "messages": [USER, ANSWER], "label": False}, "'prompt' beside 'messages'"),
+        ({"label": True}, "no answer: give 'prompt' + 'completion'"),
+        ({"prompt": "Q", "label": True}, "'prompt' needs a 'completion'"),
+        ({"messages": [USER, ANSWER], "conversations": [], "label": True}, "give the conversation once"),
     ],
 )
 def test_bad_unpaired_rows_say_what_is_wrong(row, fragment):
@@ -114,6 +117,16 @@ def test_kto_runs_on_peft_and_swift_and_unsloth_refuses_it_by_name(tmp_path):
     assert {k: args[k] for k in ("beta", "desirable_weight", "undesirable_weight", "loss_type")} == {
         "beta": 0.1, "desirable_weight": 1.0, "undesirable_weight": 1.0, "loss_type": "kto",
     }  # fmt: skip
+
+
+def test_a_kto_starter_recipe_validates_and_null_options_mean_the_defaults(tmp_path):
+    result = unify("init", "--method", "kto", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    checked = unify("validate", "recipe.yaml", "--set", "training.kto=null", cwd=tmp_path)
+    assert checked.returncode == 0 and "(lora, kto)" in checked.stdout and "unpaired" in checked.stdout, (
+        checked.stderr
+    )
+    assert "path: builtin:tiny-kto" in (tmp_path / "recipe.yaml").read_text()
 
 
 def test_llamafactory_kto_imports_its_weights_and_its_kto_tag(tmp_path):

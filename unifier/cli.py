@@ -478,7 +478,9 @@ def init(
         None, "--format", help="messages | sharegpt | alpaca | text | preference (default: auto-detected)."
     ),
     method: str = typer.Option(
-        "sft", "--method", help="sft | dpo | orpo | simpo | reward (grpo: copy recipes/tiny-cpu-grpo.yaml)."
+        "sft",
+        "--method",
+        help="sft | dpo | kto | orpo | simpo | reward (grpo: copy recipes/tiny-cpu-grpo.yaml).",
     ),
     qlora: bool = typer.Option(False, "--qlora", help="QLoRA: LoRA on a 4-bit NF4 base (bitsandbytes)."),
 ):

@@ -95,7 +95,14 @@ def _evaluate_locked(run: TrainedRun, request: EvalRequest) -> dict[str, Any]:
     alone = (request.benchmarks or request.retain) and not request.data and not _has_eval_data(run)
     task_rows = None if alone else _rows(run, request.data, "eval")
     if task_rows and "label" in task_rows[0]:  # KTO's answers: the desirable ones are the task
+        held_out = len(task_rows)
         task_rows = [row for row in task_rows if row["label"]]
+        if not task_rows:
+            raise UserError(
+                f"{run.folder.root}: none of the {held_out} held-out KTO answers is desirable (label true): "
+                "eval scores the desirable answers",
+                hint="pass --data FILE with desirable answers, or hold out rows of both labels",
+            )
     retain_rows = _rows(run, request.retain, "retain") if request.retain else None
     partial = scratch_folder(run.folder.root, ".eval.", ".partial")
     try:

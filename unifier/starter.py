@@ -32,6 +32,11 @@ def starter_recipe(
         raise UserError(
             f"--method {method} trains on preference pairs", hint="pass --format preference (or no --format)"
         )
+    if method == "kto" and data_format not in (None, "unpaired"):
+        raise UserError(
+            "--method kto trains on unpaired answers with a label",
+            hint="pass --format unpaired (or no --format)",
+        )
     text = (ASSETS / "starter_recipe.yaml").read_text(encoding="utf-8")
     tiny = model is None or model == TINY_MODEL_REF
     if not tiny:
@@ -49,6 +54,11 @@ def starter_recipe(
     if entry.pairwise:
         data = data or "builtin:tiny-preference"
         data_format = "preference"
+        if tiny:
+            text = _replace(text, "  learning_rate: 3.0e-3", "  learning_rate: 5.0e-3")
+    if method == "kto":
+        data = data or "builtin:tiny-kto"
+        data_format = "unpaired"
         if tiny:
             text = _replace(text, "  learning_rate: 3.0e-3", "  learning_rate: 5.0e-3")
     if data is not None:

@@ -391,7 +391,7 @@ def _prompt(row: dict, roles: dict[str, str]) -> dict:
 def _label(value: Any) -> bool:
     if isinstance(value, bool):
         return value
-    if isinstance(value, int) and value in (0, 1):  # CSV / parquet booleans
+    if isinstance(value, (int, float)) and value in (0, 1):  # CSV / parquet booleans
         return bool(value)
     if isinstance(value, str) and value.strip().lower() in ("true", "false"):
         return value.strip().lower() == "true"
@@ -405,9 +405,11 @@ def _unpaired(row: dict, roles: dict[str, str]) -> dict:
     label = _label(row.get("label"))
     if "system" in row and row["system"] is not None and not isinstance(row["system"], str):
         raise RowError("'system' must be text")
-    if "completion" in row:
+    if ("completion" in row or "prompt" in row) and not ("messages" in row or "conversations" in row):
         if "prompt" not in row:
             raise RowError("'completion' needs the 'prompt' it answers")
+        if "completion" not in row:
+            raise RowError("'prompt' needs a 'completion': the answer the label judges")
         prompt = _as_messages(row["prompt"], "prompt", "user", roles)
         completion = _as_messages(row["completion"], "completion", "assistant", roles)
         if any(m["role"] != "assistant" for m in completion):
@@ -415,9 +417,19 @@ def _unpaired(row: dict, roles: dict[str, str]) -> dict:
                 "'completion' must hold the assistant's answer only (earlier turns go in 'prompt')"
             )
     else:
+        if "messages" in row and "conversations" in row:
+            raise RowError("both 'messages' and 'conversations': give the conversation once")
+        if "messages" not in row and "conversations" not in row:
+            raise RowError(
+                "no answer: give 'prompt' + 'completion', or 'messages' (or sharegpt 'conversations') ending with "
+                "the answer the label judges"
+            )
         key = "messages" if "messages" in row else "conversations"
-        if "prompt" in row:
-            raise RowError(f"'prompt' beside '{key}': give prompt + completion, or one conversation + label")
+        beside = next((name for name in ("prompt", "completion") if name in row), None)
+        if beside:
+            raise RowError(
+                f"'{beside}' beside '{key}': give prompt + completion, or one conversation + label"
+            )
         turns = _as_messages(row[key], key, "user", roles)
         if turns[-1]["role"] != "assistant":
             raise RowError(f"'{key}' must end with the assistant answer that the label judges")

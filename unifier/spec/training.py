@@ -234,10 +234,11 @@ class TrainingSpecBase(Section):
         """`dpo:` under `method: sft` (or no method) names the method it belongs to, not a spelling."""
         if isinstance(data, dict):
             chosen = data.get("method", "sft")
-            # `--set training.dpo=null` drops another method's section (switching a recipe's method)
+            # `--set training.dpo=null` drops another method's section (switching a recipe's method), or resets
+            # the method's own to its defaults
             data = {
-                k: v for k, v in data.items() if not (k in method_table.METHODS and k != chosen and v is None)
-            }
+                k: v for k, v in data.items() if not (k in method_table.METHODS and v is None)
+            }  # null: defaults
             for key in data:
                 if key in method_table.METHODS and key != chosen and key not in cls.model_fields:
                     raise ValueError(
