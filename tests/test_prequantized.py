@@ -153,7 +153,7 @@ def test_unsloth_on_one_process_and_swift_and_peft_on_two_train_the_same_stored_
     """The same data and global batch (1 x 4 on unsloth, 2 x 2 on swift and peft, DDP over gloo)."""
     one = {"training.max_steps": REFERENCE_STEPS, "training.save_steps": 4, "output.probe": True}
     runs = {"unsloth": train(stored_recipe(tiny_recipe, stored_4bit_model, one, "one.yaml"), "unsloth")}
-    for backend, port in (("peft", 29771), ("swift", 29773)):
+    for backend, port in (("peft", 29795), ("swift", 29797)):
         two = {**TWO_PROCESSES, "compute.master_port": port, "output.probe": True}
         runs[backend] = train(
             stored_recipe(tiny_recipe, stored_4bit_model, two, f"two-{backend}.yaml"), backend

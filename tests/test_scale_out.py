@@ -76,7 +76,7 @@ def test_deepspeed_zero3_on_cpu_processes_trains_the_ddp_model(two_process_runs,
     """ZeRO-3 over gloo: each rank holds a slice of every weight, and the result is the DDP run's."""
     import torch
 
-    port = {"peft": 29761, "swift": 29763}[backend]
+    port = {"peft": 29791, "swift": 29793}[backend]
     changes = {
         **TWO_PROCESSES,
         "compute.strategy": "zero3",
