@@ -289,7 +289,7 @@ class SwiftBackend(Backend):
         UNIFIER_GRPO_REWARDS, so metrics.jsonl has rewards/<name>/mean on every backend."""
         t = ctx.spec.training
         g = t.grpo
-        entries = trl_config.reward_entries(ctx)
+        entries = trl_config.reward_entries(ctx.spec.training.grpo.rewards)
         flags += [
             ("--reward_funcs", [entry.get("builtin") or entry["function"] for entry in entries]),
             *([("--reward_weights", list(g.reward_weights))] if g.reward_weights else []),

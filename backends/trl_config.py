@@ -187,17 +187,17 @@ def method_section(ctx: PlanContext) -> dict[str, Any]:
     fragment: dict[str, Any] = {
         "method": t.method,
         "task": "sequence_score" if entry.scores_text else "causal_lm",
-        **({"rewards": reward_entries(ctx)} if t.method == "grpo" else {}),
+        **({"rewards": reward_entries(t.grpo.rewards)} if t.method == "grpo" else {}),
         "trainer_classes": {"config": entry.trl_config_import, "trainer": entry.trl_trainer},
     }
     return {**fragment, "trainer_args": args} if args else fragment
 
 
-def reward_entries(ctx: PlanContext) -> list[dict[str, Any]]:
-    """training.grpo.rewards as the training program loads them: a built-in by name, or a file and a function
-    (already resolved to an absolute path by spec loading), with the row columns they receive."""
+def reward_entries(rewards: list[str]) -> list[dict[str, Any]]:
+    """training.grpo.rewards as the training program (and `unify eval`) loads them: a built-in by name, or a
+    file and a function (already resolved to an absolute path by spec loading)."""
     entries: list[dict[str, Any]] = []
-    for name in ctx.spec.training.grpo.rewards:
+    for name in rewards:
         file, _, function = name.rpartition(":")
         entries.append({"file": file, "function": function} if file else {"builtin": name})
     return entries

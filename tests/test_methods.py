@@ -161,7 +161,6 @@ def test_switching_a_recipes_method_names_the_section_to_drop():
         ({"training.grpo.rewards": ["format", "tiny_rewards.py:format"]}, ["two rewards are named 'format'"]),
         ({"training.grpo.reward_weights": [True, 1.0]}, ["not true/false"]),
         ({"training.grpo.reward_weights": [0, 0]}, ["every weight is 0"]),
-        ({"data.eval_split": 0.25, "eval.after_training": True}, ["eval.after_training", "eval.retain"]),
     ],
 )
 def test_more_grpo_mistakes_exit_2(tmp_path, changes, fragments):
@@ -207,7 +206,11 @@ def test_a_prompt_without_room_for_its_completion_is_named(tmp_path):
     ("recipe", "changes", "fragment"),
     [
         ("tiny-cpu-orpo.yaml", ["data.packing=true"], "which no backend packs"),
-        ("tiny-cpu-reward.yaml", ["eval.after_training=true"], "a reward model writes no text"),
+        (
+            "tiny-cpu-reward.yaml",
+            ["eval.after_training=true", "eval.retain=[builtin:tiny-retain]"],
+            "a reward model writes no text",
+        ),
     ],
 )
 def test_settings_a_method_cannot_use_are_refused(recipe, changes, fragment):
@@ -225,3 +228,33 @@ def test_reward_columns_keep_their_own_values_on_every_row():
         json.dumps({"answer": "yes"}),
     ]
     assert reward_columns(rows) == {"answer": [2, 1.5, "yes"], "hint": ["x", None, None]}
+
+
+def test_grpo_and_reward_runs_may_evaluate_after_training(tmp_path):
+    """GRPO's held-out prompts (rewards of greedy answers) and a reward model's held-out pairs (its score head)
+    are what `unify eval` scores for them, so eval.after_training with held-out data validates."""
+    checked = unify(
+        "validate", str(grpo_recipe(tmp_path, {"data.eval_split": 0.25, "eval.after_training": True}))
+    )
+    assert checked.returncode == 0, checked.stderr
+    sets = ("--set", "eval.after_training=true")
+    checked = unify("validate", str(RECIPES / "tiny-cpu-reward.yaml"), *sets, "--no-tokens")
+    assert checked.returncode == 0, checked.stderr
+
+
+def test_compare_shows_the_method_scores_of_evaluated_runs(tmp_path):
+    """unify compare's eval table reads GRPO's held-out reward and a reward model's pair accuracy from eval.json."""
+    from unifier.compare import _eval_summary
+    from unifier.runfolder import RunFolder
+
+    grpo, reward = RunFolder(tmp_path / "grpo"), RunFolder(tmp_path / "reward")
+    for folder, report in (
+        (grpo, {"rewards": {"base": {"reward": 0.25}, "tuned": {"reward": 0.75}, "change": 0.5}}),
+        (reward, {"pairs": {"tuned": {"pair_accuracy": 0.6, "margin": 0.1, "loss": 0.6, "pairs": 5}}}),
+    ):
+        folder.evaluation.mkdir(parents=True)
+        (folder.evaluation / "eval.json").write_text(
+            json.dumps({"settings": {"data": ["held.jsonl"]}, **report})
+        )
+    assert _eval_summary(grpo) == {"data": ["held.jsonl"], "reward": {"base": 0.25, "tuned": 0.75}}
+    assert _eval_summary(reward) == {"data": ["held.jsonl"], "pair_accuracy": 0.6}

@@ -188,6 +188,11 @@ def _print_outcome(outcome) -> None:
         if name in evaluated:
             base, tuned = evaluated[name]["base"], evaluated[name]["tuned"]
             out.print(f"eval ({name}): loss {base:.4f} -> {tuned:.4f}", highlight=False)
+    if "reward" in evaluated:
+        base, tuned = evaluated["reward"]["base"], evaluated["reward"]["tuned"]
+        out.print(f"eval (held-out prompts): reward {base:.4f} -> {tuned:.4f}", highlight=False)
+    if "pair_accuracy" in evaluated:
+        out.print(f"eval (held-out pairs): pair accuracy {evaluated['pair_accuracy']:.0%}", highlight=False)
     out.print(f"run folder: {outcome.run_dir}")
 
 
@@ -758,29 +763,24 @@ def eval_(
 
 
 def _print_eval(report: dict) -> None:
-    table = Table(title=f"eval of {report['run']} ({report['backend']})")
-    for column in ("set", "base loss", "tuned loss", "base ppl", "tuned ppl", "tokens"):
-        table.add_column(column, justify="right" if column != "set" else "left")
-    for name in ("task", "retain"):
-        if name in report:
-            base, tuned = report[name]["base"], report[name]["tuned"]
-            table.add_row(
-                name,
-                f"{base['loss']:.4f}",
-                f"{tuned['loss']:.4f}",
-                f"{base['perplexity']:.2f}",
-                f"{tuned['perplexity']:.2f}",
-                str(tuned["tokens"]),
-            )
-    out.print(table)
-    task = report.get("task", {"tuned": {}})
-    if "preference_accuracy" in task["tuned"]:
-        out.print(
-            f"preference pairs: chosen likelier than rejected {task['base']['preference_accuracy']:.0%} -> "
-            f"{task['tuned']['preference_accuracy']:.0%}; mean log-prob margin "
-            f"{task['base']['preference_margin']:+.3f} -> {task['tuned']['preference_margin']:+.3f}",
-            highlight=False,
-        )
+    title = f"eval of {report['run']} ({report['backend']})"
+    if "task" in report or "retain" in report:
+        table = Table(title=title)
+        for column in ("set", "base loss", "tuned loss", "base ppl", "tuned ppl", "tokens"):
+            table.add_column(column, justify="right" if column != "set" else "left")
+        for name in ("task", "retain"):
+            if name in report:
+                base, tuned = report[name]["base"], report[name]["tuned"]
+                table.add_row(
+                    name,
+                    f"{base['loss']:.4f}",
+                    f"{tuned['loss']:.4f}",
+                    f"{base['perplexity']:.2f}",
+                    f"{tuned['perplexity']:.2f}",
+                    str(tuned["tokens"]),
+                )
+        out.print(table)
+    _print_method_scores(report, title)
     retain = report.get("retain")
     if retain:
         change = f"retain loss {retain['relative_increase']:+.1%}"
@@ -799,10 +799,47 @@ def _print_eval(report: dict) -> None:
         for name, result in report["benchmarks"].items():
             table.add_row(name, result["metric"], f"{result['base']:.4f}", f"{result['tuned']:.4f}")
         out.print(table)
-    out.print(
-        f"wrote {Path(report['run']) / 'eval'} (eval.json, samples.jsonl, eval.png, eval.log)",
-        highlight=False,
-    )
+    folder = Path(report["run"]) / "eval"
+    written = [
+        name for name in ("eval.json", "samples.jsonl", "eval.png", "eval.log") if (folder / name).is_file()
+    ]
+    out.print(f"wrote {folder} ({', '.join(written)})", highlight=False)
+
+
+def _print_method_scores(report: dict, title: str) -> None:
+    """Preference pairs' log-prob ranking, GRPO's held-out rewards, a reward model's score-head ranking."""
+    task = report.get("task", {"tuned": {}})
+    if "preference_accuracy" in task["tuned"]:
+        out.print(
+            f"preference pairs: chosen likelier than rejected {task['base']['preference_accuracy']:.0%} -> "
+            f"{task['tuned']['preference_accuracy']:.0%}; mean log-prob margin "
+            f"{task['base']['preference_margin']:+.3f} -> {task['tuned']['preference_margin']:+.3f}",
+            highlight=False,
+        )
+    rewards = report.get("rewards")
+    if rewards:
+        table = Table(title=f"{title}: rewards of greedy answers")
+        for column in ("mean", "base", "tuned"):
+            table.add_column(column, justify="right" if column != "mean" else "left")
+        names = [k for k in rewards["tuned"] if k == "reward" or k.startswith("rewards/")]
+        for name in [*names, "completions/mean_length"]:
+            cells = [rewards[which][name] for which in ("base", "tuned")]
+            table.add_row(name, *("-" if v is None else f"{v:.4f}" for v in cells))
+        out.print(table)
+        base, tuned = rewards["base"]["reward"], rewards["tuned"]["reward"]
+        out.print(
+            f"{rewards['tuned']['prompts']} held-out prompts: reward {base:.4f} -> {tuned:.4f}",
+            highlight=False,
+        )
+    pairs = report.get("pairs")
+    if pairs:
+        tuned = pairs["tuned"]
+        out.print(title, highlight=False)
+        out.print(
+            f"score head: chosen first in {tuned['pair_accuracy']:.0%} of {tuned['pairs']} held-out pairs "
+            f"(margin {tuned['margin']:+.3f}, loss {tuned['loss']:.4f})",
+            highlight=False,
+        )
 
 
 @app.command()

@@ -97,6 +97,10 @@ def _eval_summary(folder: RunFolder) -> dict[str, Any] | None:
     for name in ("task", "retain"):
         if isinstance(report.get(name), dict):
             summary[name] = {which: report[name][which]["loss"] for which in ("base", "tuned")}
+    if isinstance(report.get("rewards"), dict):  # GRPO: the rewards of greedy answers to held-out prompts
+        summary["reward"] = {which: report["rewards"][which]["reward"] for which in ("base", "tuned")}
+    if isinstance(report.get("pairs"), dict):  # a reward model: its score head's ranking of held-out pairs
+        summary["pair_accuracy"] = report["pairs"]["tuned"]["pair_accuracy"]
     return summary
 
 

@@ -51,17 +51,24 @@ def print_report(report: dict[str, Any], console: Console) -> None:
         console.print(f"{failure['backend']}: [red]failed[/]: {failure['message']} (log: {failure['log']})")
     evaluated = [run for run in report["runs"] if run.get("eval")]
     if evaluated:
-        table = Table(title="unify eval results (base -> tuned loss)")
-        for column in ("run", "task loss", "retain loss", "eval data"):
+        table = Table(title="unify eval results (base -> tuned)")
+        names = ["task", "retain"] + [
+            n for n in ("reward", "pair_accuracy") if any(n in r["eval"] for r in evaluated)
+        ]
+        headers = {"task": "task loss", "retain": "retain loss", "reward": "held-out reward"}
+        for column in ("run", *(headers.get(n, "pair accuracy") for n in names), "eval data"):
             table.add_column(column)
         for run in evaluated:
+            results = run["eval"]
             cells = [
-                f"{run['eval'][name]['base']:.4f} -> {run['eval'][name]['tuned']:.4f}"
-                if name in run["eval"]
-                else "-"
-                for name in ("task", "retain")
+                "-"
+                if name not in results
+                else f"{results[name]:.0%}"
+                if name == "pair_accuracy"
+                else f"{results[name]['base']:.4f} -> {results[name]['tuned']:.4f}"
+                for name in names
             ]
-            table.add_row(run["label"], *cells, ", ".join(Path(d).name for d in run["eval"]["data"] or []))
+            table.add_row(run["label"], *cells, ", ".join(Path(d).name for d in results["data"] or []))
         console.print(table)
     for pair in report["pairs"]:
         verdict = (

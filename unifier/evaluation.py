@@ -56,16 +56,20 @@ def evaluate(
     """The report (also written to RUN_DIR/eval/eval.json). benchmarks: {EvalScope benchmark: local file}.
     lock=False: the caller holds the run folder's lock (`unify run` with eval.after_training).
     replace=False (`unify eval` without --force): an earlier eval/ is refused, not replaced."""
+    from .method_eval import check_reward_files
+    from .methods import method
     from .runlock import RunLock
 
     run = TrainedRun.open(run_dir)
-    run.require_generation("evaluate (its held-out pair accuracy is logged while training with eval_steps)")
-    if run.spec.training.method == "grpo" and not (retain or benchmarks):
+    scores = method(run.spec.training.method).eval_scores
+    if scores == "score_head" and (retain or benchmarks):
         raise UserError(
-            f"{run.folder.root}: a GRPO run has no answers to score held-out rows by (its data are prompts); "
-            "scoring the rewards on held-out prompts is not built yet",
-            hint="score what it forgot with --retain FILE (chat rows), or benchmarks with --benchmark",
+            f"{run.folder.root}: a reward model scores text, it does not write any: --retain and --benchmark "
+            "score what a model writes",
+            hint="eval ranks held-out preference pairs by its score head: the run's eval split, or --data FILE",
         )
+    if scores == "rewards":
+        check_reward_files(run)
     request = EvalRequest(
         _absolute(data), _absolute(retain), samples, max_new_tokens, max_retain_increase, benchmarks or {}
     )
@@ -132,8 +136,22 @@ def _evaluate(run: TrainedRun, partial: Path, request: EvalRequest, task_rows, r
             "decoding": "greedy",
         },
     }
+    from .methods import method
+
+    scores = method(run.spec.training.method).eval_scores
+    if scores == "score_head":  # a reward model: its trained head ranks the held-out pairs
+        from .method_eval import load_score_model, score_pairs
+
+        model, tokenizer = load_score_model(run)
+        report["pairs"] = {"tuned": score_pairs(model, tokenizer, run, task_rows)}
+        _write(partial, report, [])
+        return report
+    reward_samples = None
+    if scores == "rewards" and task_rows is not None:
+        report["rewards"], reward_samples = _reward_eval(run, task_rows, samples)
+        task_rows = None  # prompts have no answer to compute a loss on
     prompts = [(p, r) for p, r in map(_prompt_and_reference, (task_rows or [])[:samples]) if p is not None]
-    written_samples: list[dict] = [{"prompt": p, "reference": r} for p, r in prompts]
+    written_samples: list[dict] = reward_samples or [{"prompt": p, "reference": r} for p, r in prompts]
     for which in ("base", "tuned") if task_rows is not None or retain_rows is not None else ():
         model, tokenizer = load_model(run, tuned=which == "tuned")
         if task_rows is not None:
@@ -156,6 +174,24 @@ def _evaluate(run: TrainedRun, partial: Path, request: EvalRequest, task_rows, r
         report["benchmarks"] = run_benchmarks(run, partial, benchmarks, max_new_tokens)
     _write(partial, report, written_samples)
     return report
+
+
+def _reward_eval(run: TrainedRun, rows: list[dict], samples: int) -> tuple[dict[str, Any], list[dict]]:
+    """GRPO: the run's rewards of base's and tuned's greedy answers to the held-out prompts, and the first
+    `samples` answers with their rewards (samples.jsonl)."""
+    from .method_eval import held_out_rewards
+
+    written = [{"prompt": row["prompt"], "reference": row["columns"].get("answer")} for row in rows[:samples]]
+    rewards: dict[str, Any] = {}
+    for which in ("base", "tuned"):
+        model, tokenizer = load_model(run, tuned=which == "tuned")
+        rewards[which], scored = held_out_rewards(model, tokenizer, run, rows)
+        for sample, answer in zip(written, scored):
+            sample[which], sample[f"{which}_reward"] = answer["completion"], answer["reward"]
+        del model
+    rewards["change"] = rewards["tuned"]["reward"] - rewards["base"]["reward"]
+    rewards["max_completion_length"] = run.spec.training.grpo.max_completion_length
+    return rewards, written
 
 
 def checked_benchmarks(benchmarks: dict[str, str]) -> dict[str, str]:
@@ -395,7 +431,12 @@ def _rows(run: TrainedRun, files: list[str] | None, role: str) -> list[dict]:
     from .spec import spec_from_dict
 
     option = "--data" if role == "eval" else "--retain"
-    data = prepare_data(spec_from_dict(raw, source=option), read_hub=False)
+    try:
+        data = prepare_data(spec_from_dict(raw, source=option), read_hub=False)
+    except UserError as exc:
+        if any(f in exc.message for f in files):  # it names the file (and row) already
+            raise
+        raise UserError(f"{option} {' '.join(files)}: {exc.message}", hint=exc.hint) from None
     if data.skipped_sources:
         raise UserError(f"{option}: {data.skipped_sources[0]} is not a local file", hint="give local files")
     return data.train
@@ -410,26 +451,34 @@ def _write(partial: Path, report: dict, samples: list[dict]) -> None:
 
 
 def _plot(report: dict, path: Path) -> None:
+    """Base vs tuned bars: held-out losses (task, retain) and, for GRPO, the held-out rewards."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    groups = [name for name in ("task", "retain") if name in report]
-    if not groups:
+    panels = []
+    losses = [name for name in ("task", "retain") if name in report]
+    if losses:
+        bars = {w: [report[g][w]["loss"] for g in losses] for w in ("base", "tuned")}
+        panels.append(("held-out loss: base vs tuned", [f"{g} loss" for g in losses], bars))
+    if "rewards" in report:
+        rewards = report["rewards"]
+        names = [k for k in rewards["tuned"] if k == "reward" or k.startswith("rewards/")]
+        names = [k for k in names if rewards["base"][k] is not None and rewards["tuned"][k] is not None]
+        bars = {w: [rewards[w][k] for k in names] for w in ("base", "tuned")}
+        labels = [k.removeprefix("rewards/").removesuffix("/mean") for k in names]
+        panels.append(("held-out reward (greedy): base vs tuned", labels, bars))
+    if not panels:
         return
-    figure, axis = plt.subplots(figsize=(5, 3.2))
+    figure, axes = plt.subplots(1, len(panels), figsize=(5 * len(panels), 3.2), squeeze=False)
     width = 0.35
-    for offset, which in ((-width / 2, "base"), (width / 2, "tuned")):
-        axis.bar(
-            [i + offset for i in range(len(groups))],
-            [report[g][which]["loss"] for g in groups],
-            width,
-            label=which,
-        )
-    axis.set_xticks(range(len(groups)), [f"{g} loss" for g in groups])
-    axis.set_title("held-out loss: base vs tuned")
-    axis.legend()
+    for axis, (title, labels, bars) in zip(axes[0], panels):
+        for offset, which in ((-width / 2, "base"), (width / 2, "tuned")):
+            axis.bar([i + offset for i in range(len(labels))], bars[which], width, label=which)
+        axis.set_xticks(range(len(labels)), labels)
+        axis.set_title(title)
+        axis.legend()
     figure.tight_layout()
     figure.savefig(path, dpi=100)
     plt.close(figure)

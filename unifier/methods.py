@@ -24,7 +24,7 @@ class Method:
     # trainer log keys kept in metrics.jsonl's extra (besides loss, learning rate, ...)
     metric_prefixes: tuple[str, ...] = ()
     # what `unify eval` scores: tokens (loss / perplexity of the trained tokens), pairs (+ chosen vs
-    # rejected), rewards (GRPO), none (a reward model)
+    # rejected), rewards (GRPO: the run's rewards of greedy answers), score_head (a reward model's pair ranking)
     eval_scores: str = "tokens"
     data_hint: str = ""  # how to fix data of the wrong kind
     reference_model: bool = False  # needs a frozen reference (a second copy for full fine-tuning)
@@ -116,7 +116,7 @@ METHODS: dict[str, Method] = {
             trl_trainer="trl:RewardTrainer",
             swift_rlhf_type="rm",
             metric_prefixes=("rewards/", "mean_reward", "min_reward", "max_reward", "center_rewards_loss"),
-            eval_scores="none",
+            eval_scores="score_head",
             data_hint="use preference pairs (prompt/chosen/rejected) for reward",
             scores_text=True,
         ),

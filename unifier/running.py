@@ -479,6 +479,10 @@ def _evaluate_after_training(job: Job) -> dict[str, Any]:
     for name in ("task", "retain"):
         if name in report:
             summary[name] = {which: report[name][which]["loss"] for which in ("base", "tuned")}
+    if "rewards" in report:
+        summary["reward"] = {which: report["rewards"][which]["reward"] for which in ("base", "tuned")}
+    if "pairs" in report:
+        summary["pair_accuracy"] = report["pairs"]["tuned"]["pair_accuracy"]
     if "retain" in report:
         summary["forgetting"] = report["retain"]["forgetting"]
         if report["retain"]["forgetting"]:

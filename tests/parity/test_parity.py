@@ -8,15 +8,18 @@ steps AdamW with the fused kernel, so its weights drift by rounding only.
 """
 
 import json
+import shutil
 from pathlib import Path
 
 import pytest
+from unifier.backends.inline_library import reward_exact_answer
 
 from ..conftest import (
     DPO_STEPS,
     FULL_STEPS,
     PAIR_METHOD_STEPS,
     REFERENCE_STEPS,
+    ROOT,
     Scenario,
     load_recipe,
     unify,
@@ -269,7 +272,8 @@ def test_lora_on_an_8bit_base_peft_vs_swift(tmp_path):
 def test_reward_model_peft_vs_swift(reward_runs):
     """Reward modelling (a sequence-score head, LoRA with the head trained): the same pair tokens, trainable
     parameters (the adapter and the new score head) and initial weights, and bit-identical losses and pair
-    metrics, peft vs swift; the model it leaves scores text and is refused by chat, eval and export."""
+    metrics, peft vs swift. The model it leaves scores text: `unify eval` ranks the held-out pairs by its score
+    head (its pairwise loss is the trainer's final eval_loss on the same pairs); chat and export refuse it."""
     report = reward_runs.report
     assert reward_runs.code == 0, reward_runs.log[-3000:]
     (pair,) = report["pairs"]
@@ -286,10 +290,22 @@ def test_reward_model_peft_vs_swift(reward_runs):
         assert any(r.get("eval_loss") is not None for r in rows), run["backend"]
         config = json.loads((Path(run["folder"]) / "adapter" / "adapter_config.json").read_text())
         assert config["task_type"] == "SEQ_CLS" and "score" in config["modules_to_save"], run["backend"]
+    for run in report["runs"]:
+        folder = Path(run["folder"])
+        evaluated = unify("eval", str(folder), "--force")
+        assert evaluated.returncode == 0, evaluated.stderr[-3000:]
+        assert "held-out pairs (margin" in evaluated.stdout
+        pairs = json.loads((folder / "eval" / "eval.json").read_text())["pairs"]["tuned"]
+        final_eval = [r for r in map(json.loads, (folder / "metrics.jsonl").read_text().splitlines())]
+        final_eval = [r["eval_loss"] for r in final_eval if r.get("eval_loss") is not None][-1]
+        assert pairs["pairs"] == 5 and 0.0 <= pairs["pair_accuracy"] <= 1.0, run["backend"]
+        assert pairs["loss"] == pytest.approx(final_eval, rel=1e-5), run["backend"]
     trained = str(report["runs"][0]["folder"])
-    for command in (("chat", trained, "--prompt", "hi"), ("export", trained), ("eval", trained)):
+    for command in (("chat", trained, "--prompt", "hi"), ("export", trained)):
         refused = unify(*command)
         assert refused.returncode == 2 and "a reward model scores text" in refused.stderr, command
+    refused = unify("eval", trained, "--force", "--retain", "builtin:tiny-retain")
+    assert refused.returncode == 2 and "--retain and --benchmark score what a model writes" in refused.stderr
 
 
 @pytest.mark.slow
@@ -328,6 +344,68 @@ def test_grpo_prompts_rewards_and_learning(grpo_runs):
                 assert [m["role"] for m in prompt] == ["user"] and isinstance(text, str), backend
                 a, b = prompt[0]["content"].removeprefix("What is ").split("?")[0].split(" + ")
                 assert int(a) + int(b) == int(answer), backend  # each row's column reaches its own prompt
+
+
+@pytest.mark.slow
+def test_grpo_eval_scores_held_out_prompts_with_the_runs_rewards(grpo_runs, tmp_path):
+    """`unify eval` of a GRPO run: base's and tuned's greedy answers to held-out prompts (--data), scored by the
+    run's own reward functions with the rows' columns (per function and in total); the tuned model, trained on
+    the digits reward, earns more of it. A reward function that raises or whose file is gone: exit 2."""
+    assert grpo_runs.code == 0, grpo_runs.log[-3000:]
+    folder = Path(grpo_runs.report["runs"][0]["folder"])  # peft
+    held_out = tmp_path / "held_out.jsonl"
+    held_out.write_text(
+        "".join(json.dumps({"prompt": f"What is {a} + {b}?", "answer": str(a + b)}) + "\n" for a, b in
+                [(11, 12), (20, 5), (3, 30), (14, 14)])
+    )  # fmt: skip
+    log = tmp_path / "rewards"
+    evaluated = unify("eval", str(folder), "--data", str(held_out), env={"UNIFIER_TEST_REWARD_LOG": str(log)})
+    assert evaluated.returncode == 0, evaluated.stderr[-3000:]
+    assert "4 held-out prompts: reward" in evaluated.stdout
+    report = json.loads((folder / "eval" / "eval.json").read_text())
+    assert "task" not in report  # prompts have no answer to compute a loss on
+    rewards = report["rewards"]
+    for which in ("base", "tuned"):
+        assert set(rewards[which]) == {
+            "reward", "rewards/exact_answer/mean", "rewards/recorded/mean", "completions/mean_length", "prompts"
+        }  # fmt: skip
+        assert rewards[which]["prompts"] == 4 and 0 < rewards[which]["completions/mean_length"] <= 4
+    assert rewards["tuned"]["rewards/recorded/mean"] > rewards["base"]["rewards/recorded/mean"]
+    assert rewards["change"] == pytest.approx(rewards["tuned"]["reward"] - rewards["base"]["reward"])
+    calls = [json.loads(line) for line in Path(f"{log}.peft.jsonl").read_text().splitlines()]
+    assert len(calls) == 2  # base, then tuned: every prompt in one call, as a generation batch in training
+    samples = [json.loads(line) for line in (folder / "eval" / "samples.jsonl").read_text().splitlines()]
+    assert [s["reference"] for s in samples] == ["23", "25", "33"]
+    for call, which in zip(calls, ("base", "tuned")):
+        assert call["answer"] == ["23", "25", "33", "28"] and call["other"] == []
+        assert [p[-1]["content"] for p in call["prompts"]] == [
+            f"What is {q}?" for q in ("11 + 12", "20 + 5", "3 + 30", "14 + 14")
+        ]
+        assert call["completions"][:3] == [s[which] for s in samples]
+        exact = reward_exact_answer(call["prompts"], call["completions"], None, {"answer": call["answer"]}, 4)
+        assert [s[f"{which}_reward"] for s in samples] == pytest.approx(
+            [e + r for e, r in zip(exact, call["scores"])][:3]
+        )  # the weighted total (weights 1, 1)
+        assert rewards[which]["rewards/recorded/mean"] == pytest.approx(sum(call["scores"]) / 4)
+    assert (folder / "eval" / "eval.png").stat().st_size > 1000
+
+    raises = unify("eval", str(folder), "--force", "--data", str(held_out),
+                   env={"UNIFIER_TEST_REWARD_LOG": str(tmp_path / "no" / "folder")})  # fmt: skip
+    assert raises.returncode == 2 and "grpo_recorder.py:recorded raised FileNotFoundError" in raises.stderr
+    moved = tmp_path / "moved"
+    shutil.copytree(folder, moved, ignore=shutil.ignore_patterns("eval", "checkpoint-*"))
+    record = json.loads((moved / "run.json").read_text())
+    record["spec"]["training"]["grpo"]["rewards"][1] = str(tmp_path / "gone.py") + ":recorded"
+    (moved / "run.json").write_text(json.dumps(record))
+    gone = unify("eval", str(moved), "--data", str(held_out))
+    assert (
+        gone.returncode == 2
+        and "gone.py (the run's reward function recorded) is no longer there" in gone.stderr
+    )
+    wrong = unify(
+        "eval", str(folder), "--force", "--data", str(ROOT / "unifier" / "assets" / "tiny_chat.jsonl")
+    )
+    assert wrong.returncode == 2 and "--data" in wrong.stderr and "needs prompt data" in wrong.stderr
 
 
 def shared_log(scenario) -> Path:

@@ -92,16 +92,10 @@ class JobSpec(Section):
                 "set data.packing: false"
             )
         method = self.training.method
-        if self.eval.after_training and (method == "reward" or (method == "grpo" and not self.eval.retain)):
+        if self.eval.after_training and method == "reward" and self.eval.retain:
             raise ValueError(
-                f"eval.after_training: a {self.training.method} run has no held-out answers to score "
-                + (
-                    "(a reward model writes no text)"
-                    if self.training.method == "reward"
-                    else "(GRPO's rows are prompts; only eval.retain, what it forgot, is scored)"
-                )
-                + ": set eval.after_training: false"
-                + ("" if self.training.method == "reward" else ", or give eval.retain")
+                "eval.retain: a reward model writes no text, so there is nothing to check for forgetting; "
+                "eval.after_training ranks its held-out pairs (data.eval or data.eval_split): remove eval.retain"
             )
         if self.training.method == "reward" and self.output.save != "adapter":
             raise ValueError(
