@@ -36,7 +36,7 @@ class UnslothBackend(TrlBackend):
     script_name = "train_unsloth.py"
     capabilities = Capabilities(
         quant_bits=(4,),
-        methods=("sft", "dpo", "orpo", "simpo", "grpo"),
+        methods=("sft", "dpo", "kto", "orpo", "simpo", "grpo"),
         strategies=("ddp",),
         max_processes=1,
         dora=False,

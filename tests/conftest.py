@@ -282,9 +282,9 @@ def orpo_runs(tmp_path_factory) -> Scenario:
 
 @pytest.fixture(scope="session")
 def kto_runs(tmp_path_factory) -> Scenario:
-    """recipes/tiny-cpu-kto.yaml (unpaired answers, unifier's KL pairs) on peft and swift (unsloth: not wired)."""
+    """recipes/tiny-cpu-kto.yaml (unpaired answers, unifier's KL pairs) on every backend."""
     raw = recipe_with("tiny-cpu-kto.yaml", training__max_steps=PAIR_METHOD_STEPS)
-    return compare_scenario(tmp_path_factory, "kto", raw, backends=("peft", "swift"))
+    return compare_scenario(tmp_path_factory, "kto", raw)
 
 
 @pytest.fixture(scope="session")

@@ -99,24 +99,23 @@ def test_kto_needs_two_rows_per_forward_pass_for_its_kl_estimate(tmp_path):
     assert JobSpec.model_validate(raw).training.kto.loss_type == "apo_zero_unpaired"
 
 
-def test_kto_runs_on_peft_and_swift_and_unsloth_refuses_it_by_name(tmp_path):
+def test_kto_validates_and_plans_on_every_backend_with_the_same_options(tmp_path):
     recipe = str(kto_recipe(tmp_path))
     result = unify("validate", recipe)
     assert result.returncode == 0, result.stderr
     assert "unpaired" in result.stdout and "-> peft" in result.stdout
-    refused(
-        unify("validate", recipe, "--backend", "unsloth"), "training.method 'kto' is not supported by unsloth"
-    )
+    on_unsloth = unify("plan", recipe, "--backend", "unsloth", "--json")
+    assert on_unsloth.returncode == 0, on_unsloth.stderr
     swift = unify("plan", recipe, "--backend", "swift")
     assert swift.returncode == 0, swift.stderr
     for flag in ("--rlhf_type kto", "--beta 0.1", "--desirable_weight 1.0", "--undesirable_weight 1.0"):
         assert flag in swift.stdout, flag
-    plan = unify("plan", recipe, "--backend", "peft", "--json")
-    assert plan.returncode == 0, plan.stderr
-    args = json.loads(plan.stdout)["program"]["config"]["trainer_args"]
-    assert {k: args[k] for k in ("beta", "desirable_weight", "undesirable_weight", "loss_type")} == {
-        "beta": 0.1, "desirable_weight": 1.0, "undesirable_weight": 1.0, "loss_type": "kto",
-    }  # fmt: skip
+    for plan in (unify("plan", recipe, "--backend", "peft", "--json"), on_unsloth):
+        assert plan.returncode == 0, plan.stderr
+        args = json.loads(plan.stdout)["program"]["config"]["trainer_args"]
+        assert {k: args[k] for k in ("beta", "desirable_weight", "undesirable_weight", "loss_type")} == {
+            "beta": 0.1, "desirable_weight": 1.0, "undesirable_weight": 1.0, "loss_type": "kto",
+        }  # fmt: skip
 
 
 def test_a_kto_starter_recipe_validates_and_null_options_mean_the_defaults(tmp_path):
@@ -198,3 +197,42 @@ def test_kto_on_peft_trains_unifiers_tokens_and_kl_pairs(tmp_path):
     assert any(m["kl"] > 0 for m in steps)  # the KL estimate is computed (and clamped at 0)
     assert all("rewards/chosen" in m or "rewards/rejected" in m for m in steps)
     assert all(m["tokens_seen"] for m in steps)
+
+
+def answer(label: bool, n: int = 0) -> dict:
+    good, bad = ("Paris", "Madrid") if n % 2 else ("Rome", "Oslo")
+    city = "France" if n % 2 else "Italy"
+    return {"prompt": f"Capital of {city}?", "completion": f"It is {good if label else bad}.", "label": label}
+
+
+@pytest.mark.parametrize(
+    ("labels", "changes", "fragments"),
+    [
+        ([True] * 6, {}, ["all 6 KTO answers are desirable (label true)", "add undesirable answers"]),
+        ([False] * 6, {}, ["all 6 KTO answers are undesirable (label false)", "add desirable answers"]),
+        (  # trl's balance check (KTO paper Eq. 8), which trl only logs
+            [True] * 8 + [False] * 2,
+            {},
+            ["8 desirable and 2 undesirable KTO answers", "desirable_weight in [0.25, 0.33]"],
+        ),
+        ([True, False, True], {}, ["3 KTO rows, fewer than one forward pass", "= 4"]),
+        ([True], {"training__kto__loss_type": "apo_zero_unpaired"}, ["this one row, whose KL estimate"]),
+    ],
+)
+def test_kto_data_that_trains_but_not_as_meant_is_warned_about(tmp_path, labels, changes, fragments):
+    rows = [answer(label, n) for n, label in enumerate(labels)]
+    result = unify("validate", str(kto_recipe(tmp_path, rows, data__eval_split=0.0, **changes)))
+    assert result.returncode == 0, result.stderr
+    said = " ".join(result.stdout.split())
+    for fragment in fragments:
+        assert fragment in said, (fragment, said[-2000:])
+
+
+def test_balanced_kto_data_or_weights_that_balance_it_give_no_warning(tmp_path):
+    skewed = [answer(True, n) for n in range(8)] + [answer(False, n) for n in range(2)]
+    for rows, changes in (
+        ([answer(n % 2 == 0, n) for n in range(8)], {}),
+        (skewed, {"training__kto__desirable_weight": 0.3}),
+    ):
+        result = unify("validate", str(kto_recipe(tmp_path, rows, data__eval_split=0.0, **changes)))
+        assert result.returncode == 0 and "KTO" not in result.stdout.replace("(lora, kto)", ""), result.stdout

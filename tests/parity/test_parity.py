@@ -209,18 +209,20 @@ def test_reference_free_preference_methods(scenario, keys, request):
 
 @pytest.mark.slow
 def test_kto_unpaired_answers_and_kl_pairs(kto_runs):
-    """KTO (trl's trainer on peft, ms-swift's on swift): the same answer tokens and the same KL pairs (unifier's,
-    in the token files; ms-swift's own reshuffle-and-rotate is replaced), then the same losses, KL estimates and
-    rewards. Measured: losses within 2e-7 relative, KL within 2e-6 absolute."""
+    """KTO (trl's trainer on peft and unsloth, ms-swift's on swift): the same answer tokens and the same KL pairs
+    (unifier's, in the token files; ms-swift's own reshuffle-and-rotate is replaced), then the same losses, KL
+    estimates and rewards. Measured: losses within 2e-7 relative, KL within 2e-6 absolute."""
     assert kto_runs.code == 0, kto_runs.log[-3000:]
-    (pair,) = kto_runs.report["pairs"]
-    assert pair["samples"]["identical"] is True and pair["samples"]["fields"][-1] == "kl_input_ids"
-    assert pair["trainable"]["identical"] is True and pair["initial_weights_max_abs_diff"] == 0.0
-    assert pair["losses"]["steps_compared"] == PAIR_METHOD_STEPS
-    assert pair["losses"]["max_relative_difference"] <= LOSS_RTOL and final_weights_equal(pair)
+    assert [pair["other"] for pair in kto_runs.report["pairs"]] == ["swift", "unsloth"]
+    for pair in kto_runs.report["pairs"]:
+        assert pair["samples"]["identical"] is True and pair["samples"]["fields"][-1] == "kl_input_ids"
+        assert pair["trainable"]["identical"] is True and pair["initial_weights_max_abs_diff"] == 0.0
+        assert pair["losses"]["steps_compared"] == PAIR_METHOD_STEPS
+        assert pair["losses"]["max_relative_difference"] <= LOSS_RTOL and final_weights_equal(pair)
     values = {run["backend"]: logged(run["folder"], ("kl",)) for run in kto_runs.report["runs"]}
     assert len(values["peft"]) == PAIR_METHOD_STEPS and any(value > 0 for value in values["peft"])
-    assert values["swift"] == pytest.approx(values["peft"], abs=1e-5)  # a difference of two ~50-nat sums
+    for other in ("swift", "unsloth"):  # a difference of two ~50-nat sums
+        assert values[other] == pytest.approx(values["peft"], abs=1e-5), other
     rewards = {
         run["backend"]: [
             (row.get("rewards/chosen"), row.get("rewards/rejected"))
@@ -229,9 +231,10 @@ def test_kto_unpaired_answers_and_kl_pairs(kto_runs):
         ]
         for run in kto_runs.report["runs"]
     }
-    for (a_chosen, a_rejected), (b_chosen, b_rejected) in zip(rewards["peft"], rewards["swift"]):
-        for a, b in ((a_chosen, b_chosen), (a_rejected, b_rejected)):
-            assert (a is None) == (b is None) and (a is None or b == pytest.approx(a, rel=1e-4, abs=1e-6))
+    for other in ("swift", "unsloth"):
+        for (a_chosen, a_rejected), (b_chosen, b_rejected) in zip(rewards["peft"], rewards[other]):
+            for a, b in ((a_chosen, b_chosen), (a_rejected, b_rejected)):
+                assert (a is None) == (b is None) and (a is None or b == pytest.approx(a, rel=1e-4, abs=1e-6))
 
 
 @pytest.mark.slow

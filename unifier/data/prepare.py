@@ -147,6 +147,8 @@ def prepare_data(spec: JobSpec, *, read_hub: bool = True, progress: bool = False
         train, eval_rows = train[:-held_out], train[-held_out:]
     if not train and not skipped:
         raise UserError("data.train: the sources hold no rows")
+    if kind == "unpaired" and train:
+        warnings.extend(kto_data_warnings(spec, [r["label"] for r, _ in train]))
     return PreparedData(
         kind=kind,
         train=[r for r, _ in train],
@@ -161,6 +163,52 @@ def prepare_data(spec: JobSpec, *, read_hub: bool = True, progress: bool = False
         shuffle=data.shuffle,
         kl_group=spec.training.per_device_batch_size * spec.compute.world_size if kind == "unpaired" else 0,
     )
+
+
+def kto_data_warnings(spec: JobSpec, labels: list[bool]) -> list[str]:
+    """What trains but not as a KTO user expects: answers of one label only, desirable and undesirable rows out of
+    the paper's balance for the weights (trl's own check, Eq. 8 of the KTO paper, which it only logs), fewer rows
+    than one forward pass (the batch is smaller than the recipe's, and a lone row's KL answer is its own)."""
+    kto = spec.training.kto
+    desirable, undesirable = sum(labels), len(labels) - sum(labels)
+    warnings = []
+    if not undesirable or not desirable:
+        side = "desirable (label true)" if desirable else "undesirable (label false)"
+        other = "undesirable answers (label false)" if desirable else "desirable answers (label true)"
+        every = f"all {len(labels)} KTO answers are" if len(labels) > 1 else "the one KTO answer is"
+        warnings.append(
+            f"data.train: {every} {side}: the loss only pushes "
+            f"{'them' if len(labels) > 1 else 'it'} "
+            f"{'up' if desirable else 'down'} against the reference; add {other}"
+            + (", or train the answers with method sft" if desirable else "")
+        )
+    elif desirable != undesirable:
+        ratio = undesirable * kto.undesirable_weight / desirable
+        low, high = round(ratio, 2), round(ratio * 1.33, 2)
+        u_low, u_high = (
+            round(desirable * kto.desirable_weight / undesirable / 1.33, 2),
+            round(desirable * kto.desirable_weight / undesirable, 2),
+        )
+        if not (low <= kto.desirable_weight <= high or u_low <= kto.undesirable_weight <= u_high):
+            warnings.append(
+                f"data.train: {desirable} desirable and {undesirable} undesirable KTO answers, with "
+                f"training.kto.desirable_weight {kto.desirable_weight} and undesirable_weight "
+                f"{kto.undesirable_weight}: the KTO paper keeps desirable_weight x desirable / (undesirable_weight "
+                f"x undesirable) within [1, 4/3]; set desirable_weight in [{low}, {high}] or undesirable_weight "
+                f"in [{u_low}, {u_high}]"
+            )
+    group = spec.training.per_device_batch_size * spec.compute.world_size
+    if len(labels) < group:
+        warnings.append(
+            f"data.train: {len(labels)} KTO rows, fewer than one forward pass of per_device_batch_size x "
+            f"processes = {group}: every step trains on "
+            + (
+                f"these {len(labels)} rows"
+                if len(labels) > 1
+                else "this one row, whose KL estimate uses its own answer"
+            )
+        )
+    return warnings
 
 
 # names the reward functions' own arguments or ms-swift's rows already use
